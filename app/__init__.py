@@ -1,0 +1,8 @@
+"""neuroon-gateway: the server-to-server integration of Neuroon AI search."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("neuroon-gateway")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"

@@ -1,0 +1,17 @@
+"""Annotated dependency aliases over the lifespan state, so handlers declare what they use."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.state import GatewayState
+
+
+def get_state(request: Request) -> GatewayState:
+    state: GatewayState = request.state.gateway
+    return state
+
+
+StateDep = Annotated[GatewayState, Depends(get_state)]

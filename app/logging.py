@@ -1,0 +1,84 @@
+"""Structured logs: one JSON object per event, the request id attached, secrets redacted.
+
+Log calls name an event and pass fields through ``extra``:
+``log.info("api_key_rotated", extra={"shop": shop_id})``. Every known secret value is
+registered with ``redact_secrets`` at start-up and replaced wherever it would appear.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_secrets: set[str] = set()
+REDACTED = "[redacted]"
+
+
+def redact_secrets(values: Iterable[str]) -> None:
+    """Register secret values that must never reach a log line, whatever logs them."""
+    _secrets.update(v for v in values if len(v) >= 8)
+
+
+def _redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "event": record.getMessage(),
+    }
+    request_id = request_id_var.get()
+    if request_id:
+        fields["request_id"] = request_id
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD_ATTRS and not key.startswith("_") and key not in ("color_message",):
+            fields[key] = value
+    if record.exc_info:
+        fields["exc"] = logging.Formatter().formatException(record.exc_info)
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = orjson.dumps(_fields(record), default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return _redact(line)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = _fields(record)
+        head = f"{fields.pop('ts')} {fields.pop('level'):<7} {fields.pop('event')}"
+        fields.pop("logger")
+        exc = fields.pop("exc", None)
+        tail = " ".join(f"{k}={v}" for k, v in fields.items())
+        return _redact(f"{head} {tail}".rstrip() + (f"\n{exc}" if exc else ""))
+
+
+def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
+    """Route our logs and uvicorn's through one formatter on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    # Our own middleware logs each request once, with the request id; uvicorn's would repeat it.
+    logging.getLogger("uvicorn.access").disabled = True

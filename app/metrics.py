@@ -1,0 +1,42 @@
+"""Every metric of ours, declared once. Labels come from small fixed sets: never an id, a path or a secret.
+
+(`shop` is a configured shop id: a handful per deployment, as interface.md §3.5 asks.)
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+PREFIX = "neuroon_gateway_"
+
+widget_tokens_served = Counter(
+    PREFIX + "widget_tokens_served_total",
+    "Widget tokens served, by where the token came from (memory, redis, signed).",
+    ["shop", "source"],
+)
+widget_token_signatures = Counter(
+    PREFIX + "widget_token_signatures_total",
+    "Widget tokens signed by this process.",
+    ["shop"],
+)
+http_requests = Counter(
+    PREFIX + "http_requests_total",
+    "HTTP requests handled, by route template, method and status.",
+    ["route", "method", "status"],
+)
+http_request_duration = Histogram(
+    PREFIX + "http_request_duration_seconds",
+    "HTTP request duration by route template.",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+rate_limited = Counter(
+    PREFIX + "rate_limited_total",
+    "Requests refused by a gateway rate limit, by limit name.",
+    ["limit"],
+)
+redis_errors = Counter(
+    PREFIX + "redis_errors_total",
+    "Redis operations that failed (the gateway degraded instead of failing the request).",
+    ["operation"],
+)

@@ -1,0 +1,118 @@
+"""Per-client rate limits shared by all replicas through Redis, without a Redis trip per request.
+
+Each replica counts hits locally and adds them to the client's fixed one-minute window in Redis
+at most every ``sync_interval`` seconds, or at once when the client nears its limit. Replicas
+therefore see each other's hits with a lag of at most ``sync_interval``, while the hot path
+stays in-process. When Redis is unreachable the limiter fails open: it lets requests through
+rather than turning a Redis outage into an outage of the storefront.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from app import metrics
+from app.store import Store
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+
+
+@dataclass(slots=True)
+class _Window:
+    window: int
+    known_total: int = 0  # the window's total across replicas, as of our last sync
+    pending: int = 0  # our hits not yet added to Redis
+    last_sync: float = float("-inf")
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        per_minute: int,
+        *,
+        sync_interval: float = 0.1,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self.name = name
+        self.per_minute = per_minute
+        self._sync_interval = sync_interval
+        self._wall = wall_clock
+        self._mono = monotonic
+        self._clients: dict[str, _Window] = {}
+        self._current_window = 0
+
+    async def hit(self, client: str) -> int | None:
+        """Count one request; return the seconds to wait when the client is over its limit."""
+        if self.per_minute == 0:
+            return None
+        now = self._wall()
+        window = int(now // WINDOW_SECONDS)
+        if window != self._current_window:
+            # Forget finished windows, so memory is bounded by one minute's distinct clients.
+            self._clients = {c: w for c, w in self._clients.items() if w.window == window}
+            self._current_window = window
+        state = self._clients.get(client)
+        if state is None or state.window != window:
+            state = self._clients[client] = _Window(window)
+        state.pending += 1
+        near_limit = state.known_total + state.pending >= self.per_minute
+        if near_limit or self._mono() - state.last_sync >= self._sync_interval:
+            try:
+                state.known_total = await self._store.add_to_window(
+                    self.name, client, window, state.pending, WINDOW_SECONDS * 2
+                )
+            except (RedisError, OSError):
+                metrics.redis_errors.labels("rate_limit").inc()
+                state.pending = 0
+                return None  # fail open
+            state.pending = 0
+            state.last_sync = self._mono()
+        if state.known_total + state.pending > self.per_minute:
+            metrics.rate_limited.labels(self.name).inc()
+            return max(1, WINDOW_SECONDS - int(now % WINDOW_SECONDS))
+        return None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
+    """The client's address: the peer, unless the peer is a trusted proxy.
+
+    Behind trusted proxies, walk X-Forwarded-For from the right and take the first address that
+    is not itself a trusted proxy: entries to its left were written by the client and prove nothing.
+    """
+    address = peer or "unknown"
+    if not trusted or not forwarded_for or not _is_trusted(address, trusted):
+        return address
+    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+        if not hop:
+            continue
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return address  # a garbled header: fall back to the proxy's own address
+        if not _is_trusted(hop, trusted):
+            return hop
+        address = hop
+    return address
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)

@@ -1,0 +1,304 @@
+"""The one typed list of configuration, and the only reader of the environment.
+
+Every secret is a ``SecretStr`` and may come from a ``*_FILE`` variable instead (Docker and
+Kubernetes mount secrets as files). A bad setting raises ``ConfigError`` naming the variable,
+never its value; the CLI turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Neuroon documents the key as ^sk_[0-9a-f]{32}$ without saying whether hex is case-sensitive;
+# we accept either case and use the string as-is as the HMAC key, exactly as Neuroon does.
+API_KEY_PATTERN = re.compile(r"^sk_[0-9a-fA-F]{32}$")
+# Shop ids are opaque to us (docs show shop_abc and UUIDs). They go into URL paths, Redis keys
+# and the token payload, so we only admit characters that are safe in all three.
+SHOP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+DEFAULT_API_URL = "https://api.neuroon.ai"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. The message names the variable, never its value."""
+
+
+def origin_of(url: str) -> str:
+    """The browser origin (``scheme://host[:port]``, lower-case) of a URL, or ValueError."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL such as https://shop.example")
+    default_port = 443 if parts.scheme == "https" else 80
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("has an invalid port") from exc
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
+
+
+def check_api_key(key: str) -> str:
+    if not API_KEY_PATTERN.fullmatch(key):
+        # Never echo the value: it is a secret, even when malformed.
+        raise ValueError("must be 'sk_' followed by 32 hex characters")
+    return key
+
+
+def read_secret_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read file {path}: {exc.strerror}") from None
+
+
+def _split_secrets(raw: str) -> tuple[SecretStr, ...]:
+    """Several webhook secrets may be given at once (comma-separated) so one can be rotated."""
+    return tuple(SecretStr(s.strip()) for s in raw.split(",") if s.strip())
+
+
+class ShopConfig(BaseModel):
+    """One Neuroon shop this gateway serves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    api_key: SecretStr
+    # Where the key was read from, so a rotated file is picked up while running.
+    api_key_file: Path | None = None
+    shop_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    # The platform's name for the shop (Shopify myshopify domain, WooCommerce site URL).
+    platform_domain: str | None = None
+    shopify_webhook_secrets: tuple[SecretStr, ...] = ()
+    woocommerce_webhook_secrets: tuple[SecretStr, ...] = ()
+    webhook_secrets: tuple[SecretStr, ...] = ()
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, v: str) -> str:
+        if not SHOP_ID_PATTERN.fullmatch(v):
+            raise ValueError("must be 1-128 characters of letters, digits, '_', '-' or '.'")
+        return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_shape(cls, v: SecretStr) -> SecretStr:
+        check_api_key(v.get_secret_value())
+        return v
+
+    @field_validator("shop_url")
+    @classmethod
+    def _url_shape(cls, v: str | None) -> str | None:
+        if v is not None:
+            origin_of(v)
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_shape(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(origin_of(o) for o in v)
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Browser origins allowed to call this shop's public endpoints."""
+        own = {origin_of(self.shop_url)} if self.shop_url else set()
+        return frozenset(own | set(self.cors_origins))
+
+
+def _env_secret(value: SecretStr | None, file: Path | None, var: str) -> SecretStr | None:
+    if value is not None and file is not None:
+        raise ConfigError(f"{var} and {var}_FILE are both set; set only one")
+    if file is not None:
+        try:
+            return SecretStr(read_secret_file(file))
+        except ValueError as exc:
+            raise ConfigError(f"{var}_FILE: {exc}") from None
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment and `.env` (interface.md §2)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    neuroon_shop_id: str | None = None
+    neuroon_api_key: SecretStr | None = None
+    neuroon_api_key_file: Path | None = None
+    neuroon_api_url: str = DEFAULT_API_URL
+    neuroon_shop_url: str | None = None
+    redis_url: SecretStr | None = None  # may carry a password
+
+    gateway_cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    gateway_shops_file: Path | None = None
+
+    shopify_webhook_secret: SecretStr | None = None
+    shopify_webhook_secret_file: Path | None = None
+    woocommerce_webhook_secret: SecretStr | None = None
+    woocommerce_webhook_secret_file: Path | None = None
+    gateway_webhook_secret: SecretStr | None = None
+    gateway_webhook_secret_file: Path | None = None
+    gateway_admin_jwt_secret: SecretStr | None = None
+    gateway_admin_jwt_secret_file: Path | None = None
+    gateway_admin_jwks_url: str | None = None
+
+    gateway_token_rate_limit: int = Field(default=600, ge=0)
+    gateway_trusted_proxies: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
+    gateway_log_format: Literal["json", "console"] = "json"
+
+    # Additions of ours (README, "Configuration"): tuning knobs with safe defaults.
+    gateway_token_refresh_margin: int = Field(default=300, ge=0, le=3600)
+    gateway_token_memory_ttl: float = Field(default=5.0, gt=0, le=300)
+    gateway_key_reload_interval: float = Field(default=2.0, gt=0, le=3600)
+    gateway_data_dir: Path = Path("var")
+
+    # Set by `serve --dev` when no credentials are configured; never from the environment.
+    demo: bool = Field(default=False, exclude=True)
+
+    @field_validator("gateway_cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(origin_of(o) for o in v.split(",") if o.strip())
+        return v
+
+    @field_validator("gateway_trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator("neuroon_api_url")
+    @classmethod
+    def _api_url_shape(cls, v: str) -> str:
+        origin_of(v)
+        return v.rstrip("/")
+
+    @field_validator("neuroon_shop_url")
+    @classmethod
+    def _shop_url_shape(cls, v: str | None) -> str | None:
+        if v is not None:
+            origin_of(v)
+        return v
+
+    @field_validator("gateway_admin_jwks_url")
+    @classmethod
+    def _jwks_url_shape(cls, v: str | None) -> str | None:
+        if v is not None:
+            origin_of(v)
+        return v
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether any shop is configured (single-shop env or a shops file)."""
+        return bool(
+            self.gateway_shops_file
+            or self.neuroon_shop_id
+            or self.neuroon_api_key
+            or self.neuroon_api_key_file
+        )
+
+    def secret(self, var: str) -> SecretStr | None:
+        """A secret setting by variable name, read from its ``*_FILE`` variant when that is set."""
+        attr = var.lower()
+        value: SecretStr | None = getattr(self, attr)
+        file: Path | None = getattr(self, f"{attr}_file")
+        return _env_secret(value, file, var)
+
+    def shops(self) -> tuple[ShopConfig, ...]:
+        """Every configured shop, validated. Raises ConfigError naming the variable at fault."""
+        if self.gateway_shops_file:
+            if self.neuroon_shop_id or self.neuroon_api_key or self.neuroon_api_key_file:
+                raise ConfigError(
+                    "GATEWAY_SHOPS_FILE is set together with NEUROON_SHOP_ID/NEUROON_API_KEY; use one of them"
+                )
+            return _load_shops_file(self.gateway_shops_file, self.gateway_cors_origins)
+        if not self.neuroon_shop_id:
+            raise ConfigError("NEUROON_SHOP_ID is not set (or set GATEWAY_SHOPS_FILE for several shops)")
+        key = self.secret("NEUROON_API_KEY")
+        if key is None:
+            raise ConfigError("NEUROON_API_KEY (or NEUROON_API_KEY_FILE) is not set")
+        fields: dict[str, Any] = {
+            "id": self.neuroon_shop_id,
+            "api_key": key,
+            "api_key_file": self.neuroon_api_key_file,
+            "shop_url": self.neuroon_shop_url,
+            "cors_origins": self.gateway_cors_origins,
+        }
+        names = {"id": "NEUROON_SHOP_ID", "api_key": "NEUROON_API_KEY", "shop_url": "NEUROON_SHOP_URL"}
+        for attr, var in (
+            ("shopify_webhook_secrets", "SHOPIFY_WEBHOOK_SECRET"),
+            ("woocommerce_webhook_secrets", "WOOCOMMERCE_WEBHOOK_SECRET"),
+            ("webhook_secrets", "GATEWAY_WEBHOOK_SECRET"),
+        ):
+            raw = self.secret(var)
+            fields[attr] = _split_secrets(raw.get_secret_value()) if raw else ()
+            names[attr] = var
+        try:
+            return (ShopConfig(**fields),)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, lambda loc: names.get(str(loc[0]), str(loc[0])))) from None
+
+
+def _load_shops_file(path: Path, extra_origins: tuple[str, ...]) -> tuple[ShopConfig, ...]:
+    var = "GATEWAY_SHOPS_FILE"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{var}: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{var}: {path} is not valid TOML: {exc}") from None
+    entries = data.get("shops")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{var}: {path} must contain at least one [[shops]] table")
+    shops: list[ShopConfig] = []
+    for i, entry in enumerate(entries):
+        where = f"{var}: shops[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table")
+        fields = dict(entry)
+        try:
+            key_file = fields.get("api_key_file")
+            if key_file is not None and "api_key" in fields:
+                raise ConfigError(f"{where}: set api_key or api_key_file, not both")
+            if key_file is not None:
+                fields["api_key"] = read_secret_file(Path(key_file))
+            for name in ("shopify_webhook_secrets", "woocommerce_webhook_secrets", "webhook_secrets"):
+                file_name = name.removesuffix("s") + "_file"
+                if file_name in fields:
+                    fields[name] = _split_secrets(read_secret_file(Path(fields.pop(file_name))))
+            fields["cors_origins"] = tuple(fields.get("cors_origins", ())) + extra_origins
+            shops.append(ShopConfig(**fields))
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):
+                raise ConfigError(_describe(exc, lambda loc, where=where: f"{where}.{loc[0]}")) from None
+            raise ConfigError(f"{where}: {exc}") from None
+    ids = [s.id for s in shops]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{var}: a shop id is listed twice")
+    return tuple(shops)
+
+
+def _describe(exc: ValidationError, name_of: Any) -> str:
+    """Name each failing field and say what is wrong, without the offending (maybe secret) input."""
+    return "; ".join(f"{name_of(err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and .env), raising ConfigError on bad values."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, lambda loc: str(loc[0]).upper())) from None
