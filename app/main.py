@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, health
+from app.conversions import routes as webhook_routes
+from app.conversions.intake import Intake
 from app.errors import install_error_handlers
 from app.logging import redact_secrets
 from app.middleware import RequestMiddleware
@@ -18,6 +20,7 @@ from app.settings import ConfigError, Settings, load_settings
 from app.shops import ShopRegistry
 from app.state import GatewayState
 from app.store import Store, connect
+from app.store.conversions import ConversionStore
 from app.tokens import routes as token_routes
 from app.tokens.cache import TokenCache
 
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
         redis = connect(redis_url)
         store = Store(redis)
+        conversions = ConversionStore(redis)
         state = GatewayState(
             settings=settings,
             shops=shops,
@@ -64,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 memory_ttl=settings.gateway_token_memory_ttl,
             ),
             token_limiter=RateLimiter(store, "widget_token", settings.gateway_token_rate_limit),
+            conversions=conversions,
+            intake=Intake(settings, shops, conversions),
+            attribution_limiter=RateLimiter(store, "attribution", settings.gateway_attribution_rate_limit),
         )
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
         try:
@@ -84,4 +91,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMiddleware)
     app.include_router(health.router)
     app.include_router(token_routes.router)
+    app.include_router(webhook_routes.router)
     return app

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.conversions.intake import Intake
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.shops import ShopRegistry
 from app.store import Store
+from app.store.conversions import ConversionStore
 from app.tokens.cache import TokenCache
 
 
@@ -18,3 +20,6 @@ class GatewayState:
     store: Store
     tokens: TokenCache
     token_limiter: RateLimiter
+    conversions: ConversionStore
+    intake: Intake
+    attribution_limiter: RateLimiter
