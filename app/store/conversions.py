@@ -254,6 +254,7 @@ class QueueStats:
     oldest_accepted_ms: int | None
     paused: bool
     dead_letters: int
+    server_time_ms: int
 
 
 def _text(value: bytes | str) -> str:
@@ -438,12 +439,14 @@ class ConversionStore:
             pipe.zrange(pending_key(shop_id), 0, 0, withscores=True)
             pipe.exists(paused_key(shop_id))
             pipe.zcard(dead_key(shop_id))
-            depth, oldest, paused, dead = await pipe.execute()
+            pipe.time()
+            depth, oldest, paused, dead, (seconds, micros) = await pipe.execute()
         return QueueStats(
             depth=int(depth),
             oldest_accepted_ms=int(oldest[0][1]) if oldest else None,
             paused=bool(paused),
             dead_letters=int(dead),
+            server_time_ms=int(seconds) * 1000 + int(micros) // 1000,
         )
 
     async def dead_letters(self, shop_id: str, limit: int) -> list[tuple[str, int]]:
