@@ -7,12 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from app import __version__, health
 from app.errors import install_error_handlers
 from app.logging import redact_secrets
 from app.middleware import RequestMiddleware
+from app.neuroon.client import NeuroonClient, build_http_client
 from app.ratelimit import RateLimiter
 from app.settings import ConfigError, Settings, load_settings
 from app.shops import ShopRegistry
@@ -41,8 +43,14 @@ def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
     return values
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway. Raises ConfigError (before serving anything) when settings are bad."""
+def create_app(
+    settings: Settings | None = None, *, neuroon_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the gateway. Raises ConfigError (before serving anything) when settings are bad.
+
+    ``neuroon_transport`` replaces the network under the Neuroon client, e.g.
+    ``httpx.ASGITransport(app=sandbox_app)`` to put the sandbox in-process in tests.
+    """
     settings = settings or load_settings()
     shops = ShopRegistry(settings.shops())
     if settings.redis_url is None:
@@ -54,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
         redis = connect(redis_url)
         store = Store(redis)
+        http = build_http_client(settings, neuroon_transport)
         state = GatewayState(
             settings=settings,
             shops=shops,
@@ -64,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 memory_ttl=settings.gateway_token_memory_ttl,
             ),
             token_limiter=RateLimiter(store, "widget_token", settings.gateway_token_rate_limit),
+            neuroon=NeuroonClient.from_settings(http, settings),
         )
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
         try:
@@ -72,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await http.aclose()
             await redis.aclose()
 
     app = FastAPI(
