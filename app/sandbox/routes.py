@@ -84,7 +84,8 @@ class PluginApi:
         after = None
         if cursor is not None:
             try:
-                after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+                padded = cursor.replace("-", "+").replace("_", "/") + "=" * (-len(cursor) % 4)
+                after = base64.b64decode(padded, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 return envelope(400, "Invalid cursor", call.path)
         products, last = call.shop.page(after, limit)

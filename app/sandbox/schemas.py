@@ -29,7 +29,7 @@ class ProductIn(_Body):
     """PluginProductDTO (neuroon-api.md §5.2)."""
 
     external_id: NotBlank
-    name: Annotated[NotBlank, Field(max_length=512)]
+    name: Annotated[str, Field(max_length=512), AfterValidator(_not_blank)]
     price: Annotated[Amount, Field(ge=0)]
     url: NotBlank
     sku: str | None = None
