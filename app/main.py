@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 from app import __version__, health
 from app.conversions import routes as webhook_routes
 from app.conversions.intake import Intake
+from app.conversions.worker import DeliveryWorker, monitor_queues, running
 from app.errors import install_error_handlers
 from app.logging import redact_secrets
 from app.middleware import RequestMiddleware
+from app.neuroon.client import NeuroonClient, build_http_client
 from app.ratelimit import RateLimiter
 from app.settings import ConfigError, Settings, load_settings
 from app.shops import ShopRegistry
@@ -23,6 +28,10 @@ from app.store import Store, connect
 from app.store.conversions import ConversionStore
 from app.tokens import routes as token_routes
 from app.tokens.cache import TokenCache
+
+log = logging.getLogger(__name__)
+
+WORKER_SOCKET_TIMEOUT = 10.0
 
 
 def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
@@ -44,8 +53,25 @@ def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
     return values
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway. Raises ConfigError (before serving anything) when settings are bad."""
+async def warn_if_redis_can_lose_conversions(store: ConversionStore) -> None:
+    """Queued conversions live in Redis: say so loudly when this Redis could drop them."""
+    try:
+        problems = await store.durability_problems()
+    except (RedisError, OSError) as exc:
+        log.warning("redis_durability_unknown", extra={"error": type(exc).__name__})
+        return
+    for problem in problems:
+        log.warning("redis_durability_risk", extra={"problem": problem})
+
+
+def create_app(
+    settings: Settings | None = None, *, neuroon_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """Build the gateway. Raises ConfigError (before serving anything) when settings are bad.
+
+    ``neuroon_transport`` replaces the network under the Neuroon client, e.g.
+    ``httpx.ASGITransport(app=sandbox_app)`` to put the sandbox in-process in tests.
+    """
     settings = settings or load_settings()
     shops = ShopRegistry(settings.shops())
     if settings.redis_url is None:
@@ -58,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = connect(redis_url)
         store = Store(redis)
         conversions = ConversionStore(redis)
+        http = build_http_client(settings, neuroon_transport)
         state = GatewayState(
             settings=settings,
             shops=shops,
@@ -71,15 +98,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             conversions=conversions,
             intake=Intake(settings, shops, conversions),
             attribution_limiter=RateLimiter(store, "attribution", settings.gateway_attribution_rate_limit),
+            neuroon=NeuroonClient.from_settings(http, settings),
         )
+        await warn_if_redis_can_lose_conversions(conversions)
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
-        try:
-            yield {"gateway": state}
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await redis.aclose()
+        monitor = asyncio.create_task(monitor_queues(conversions, shops))
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.gateway_run_worker:
+                # Its own connections: they block on stream reads, longer than the API's timeout allows.
+                worker_redis = connect(redis_url, socket_timeout=WORKER_SOCKET_TIMEOUT)
+                stack.push_async_callback(worker_redis.aclose)
+                worker = DeliveryWorker(ConversionStore(worker_redis), shops, state.neuroon, settings)
+                await stack.enter_async_context(running(worker))
+            try:
+                yield {"gateway": state}
+            finally:
+                for task in (watcher, monitor):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        await http.aclose()
+        await redis.aclose()
 
     app = FastAPI(
         title="neuroon-gateway",

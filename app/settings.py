@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     gateway_attribution_rate_limit: int = Field(default=120, ge=0)
     # Run the delivery worker inside `serve` (`serve --no-worker` turns it off).
     gateway_run_worker: bool = True
+    # The Neuroon client (docs/neuroon.md): seconds one request may take; attempts per call (1 = no
+    # retry); the longest wait between attempts, Retry-After included: a 429 asking for longer is
+    # handed to the caller at once instead of being waited out.
+    neuroon_timeout: float = Field(default=10.0, gt=0, le=300)
+    neuroon_retry_attempts: int = Field(default=3, ge=1, le=10)
+    neuroon_max_retry_wait: float = Field(default=60.0, ge=0, le=3600)
 
     # Set by `serve --dev` when no credentials are configured; never from the environment.
     demo: bool = Field(default=False, exclude=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.conversions.intake import Intake
+from app.neuroon.client import NeuroonClient
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.shops import ShopRegistry
@@ -23,3 +24,4 @@ class GatewayState:
     conversions: ConversionStore
     intake: Intake
     attribution_limiter: RateLimiter
+    neuroon: NeuroonClient

@@ -53,12 +53,15 @@ class StoredToken:
     ttl_seconds: float  # time left before refreshAfter, measured by Redis
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client with short timeouts: the gateway degrades rather than waits when Redis is slow."""
+def connect(url: str, *, socket_timeout: float = 1.0) -> aioredis.Redis:
+    """A client with short timeouts: the gateway degrades rather than waits when Redis is slow.
+
+    The delivery worker's client gets a longer ``socket_timeout``: it blocks on stream reads.
+    """
     return aioredis.Redis.from_url(
         url,
         socket_connect_timeout=0.5,
-        socket_timeout=1.0,
+        socket_timeout=socket_timeout,
         health_check_interval=15,
         retry_on_timeout=False,
     )

@@ -1,0 +1,88 @@
+"""Client-side pacing: a long job stays under Neuroon's limits instead of bouncing off them."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from app.neuroon.client import NeuroonClient
+from app.neuroon.endpoints import Limit
+from app.neuroon.errors import NeuroonRateLimited
+from app.neuroon.models import Product
+from app.neuroon.pacing import UpstreamLimiter
+from app.sandbox import Fault, Sandbox
+from app.shops import Shop
+from tests.conftest import SHOP_ID, FakeClock
+
+
+def _batch(i: int) -> list[Product]:
+    return [
+        Product(external_id=f"SKU-{i}-{j}", name="P", price=Decimal("1.00"), url="https://s/p")
+        for j in range(3)
+    ]
+
+
+async def test_long_sync_stays_under_the_documented_limit_without_a_429(
+    neuroon: NeuroonClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    sandbox.rate_limits.configure(True, {"sync_products": Limit(100, 60)})  # the documented bucket
+    started = fake_clock()
+    for i in range(250):
+        await neuroon.sync_products(shop, _batch(i))
+    statuses = sandbox.statuses("sync_products")
+    assert len(statuses) == 250
+    assert set(statuses) == {200}
+    # 250 requests at 100 per minute need at least two full windows.
+    assert fake_clock() - started >= 120
+    assert len(sandbox.products(SHOP_ID)) == 750
+
+
+async def test_stricter_server_limit_is_learnt_from_the_headers(
+    neuroon: NeuroonClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    # Neuroon enforces less than the docs say (10/min): only X-RateLimit-Remaining can tell us.
+    sandbox.rate_limits.configure(True, {"sync_products": Limit(10, 60)})
+    sent_at: list[float] = []
+    for i in range(35):
+        await neuroon.sync_products(shop, _batch(i))
+        sent_at.append(fake_clock())
+    assert set(sandbox.statuses("sync_products")) == {200}
+    assert sent_at[-1] - sent_at[0] >= 180  # 35 requests, 10 per window: three windows at least
+    # It slowed down before running out: the first window's last requests were spread, not bunched.
+    first_window = [t for t in sent_at if t < sent_at[0] + 60]
+    gaps = [b - a for a, b in itertools.pairwise(first_window)]
+    assert gaps[0] == 0
+    assert gaps[-1] > 0
+
+
+async def test_429_holds_back_the_next_calls_for_retry_after(
+    neuroon_http: httpx.AsyncClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    client = NeuroonClient(neuroon_http, attempts=1, sleep=fake_clock.sleep, clock=fake_clock)
+    sandbox.script("shop_info", Fault(429, retry_after=5))
+    with pytest.raises(NeuroonRateLimited):
+        await client.shop_info(shop)
+    await client.shop_info(shop)
+    assert fake_clock.sleeps == [5.0]
+    assert sandbox.statuses() == [429, 200]
+
+
+async def test_documented_verify_limit_paces_the_sixth_call(fake_clock: FakeClock) -> None:
+    limiter = UpstreamLimiter(clock=fake_clock, sleep=fake_clock.sleep)
+    waits = [await limiter.acquire("shop_a", "verify") for _ in range(6)]
+    assert waits == [0, 0, 0, 0, 0, 300]
+    # Limits are per (shop, operation): another shop and another operation are not held back.
+    assert await limiter.acquire("shop_b", "verify") == 0
+    assert await limiter.acquire("shop_a", "track_conversion") == 0
+
+
+async def test_remaining_zero_waits_for_the_window_to_end(fake_clock: FakeClock) -> None:
+    limiter = UpstreamLimiter(limits={}, clock=fake_clock, sleep=fake_clock.sleep)
+    await limiter.acquire("s", "delete_product")
+    limiter.observe("s", "delete_product", fake_clock(), limit=2, remaining=1)
+    await limiter.acquire("s", "delete_product")
+    limiter.observe("s", "delete_product", fake_clock(), limit=2, remaining=0)
+    assert await limiter.acquire("s", "delete_product") == 60  # the default window, counted from its start
