@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 from app import __version__, health
+from app.auth import build_admin_auth
+from app.conversions import admin as conversion_admin
 from app.conversions import routes as webhook_routes
 from app.conversions.intake import Intake
 from app.conversions.worker import DeliveryWorker, monitor_queues, running
@@ -78,6 +80,9 @@ def create_app(
         raise ConfigError("REDIS_URL is not set (only `serve --dev` starts an embedded Redis)")
     redis_url = settings.redis_url.get_secret_value()
     redact_secrets(secret_values(settings, shops))
+    admin_auth = build_admin_auth(
+        settings.secret("GATEWAY_ADMIN_JWT_SECRET"), settings.gateway_admin_jwks_url
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
@@ -99,6 +104,7 @@ def create_app(
             intake=Intake(settings, shops, conversions),
             attribution_limiter=RateLimiter(store, "attribution", settings.gateway_attribution_rate_limit),
             neuroon=NeuroonClient.from_settings(http, settings),
+            admin_auth=admin_auth,
         )
         await warn_if_redis_can_lose_conversions(conversions)
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
@@ -131,4 +137,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(token_routes.router)
     app.include_router(webhook_routes.router)
+    app.include_router(conversion_admin.router)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.auth import AdminAuth
 from app.conversions.intake import Intake
 from app.neuroon.client import NeuroonClient
 from app.ratelimit import RateLimiter
@@ -25,3 +26,4 @@ class GatewayState:
     intake: Intake
     attribution_limiter: RateLimiter
     neuroon: NeuroonClient
+    admin_auth: AdminAuth | None
