@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from app.auth import AdminAuth
 from app.conversions.intake import Intake
 from app.neuroon.client import NeuroonClient
 from app.ratelimit import RateLimiter
@@ -13,6 +13,9 @@ from app.shops import ShopRegistry
 from app.store import Store
 from app.store.conversions import ConversionStore
 from app.tokens.cache import TokenCache
+
+if TYPE_CHECKING:
+    from app.auth import AdminAuth  # app.auth depends on this module through app.deps
 
 
 @dataclass(frozen=True, slots=True)
