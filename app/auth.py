@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from app.deps import StateDep
 from app.errors import GatewayError
+from app.settings import ConfigError
 
 AUDIENCE = "neuroon-gateway"
 JWKS_ALGORITHMS = ["RS256", "ES256"]
@@ -62,9 +63,16 @@ def _unauthorized(detail: str) -> GatewayError:
     )
 
 
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash
+
+
 def build_admin_auth(secret: SecretStr | None, jwks_url: str | None) -> AdminAuth | None:
     if secret is None and jwks_url is None:
         return None
+    if secret is not None and jwks_url is not None:
+        raise ConfigError("set GATEWAY_ADMIN_JWT_SECRET or GATEWAY_ADMIN_JWKS_URL, not both")
+    if secret is not None and len(secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"GATEWAY_ADMIN_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
     return AdminAuth(secret, jwks_url)
 
 
