@@ -384,3 +384,24 @@ def test_admin_conversion_lookup_of_an_unknown_order_is_404(gateway: GatewayFact
         client.post("/v1/admin/dead-letters/shop_test:nope/replay", headers=admin_headers()).status_code
         == 404
     )
+
+
+def test_queue_gauges_follow_redis(gateway: GatewayFactory, live_sandbox: Sandbox) -> None:
+    idle = gateway(gateway_run_worker=False)  # accepts, delivers nothing
+    post_shopify(idle, shopify_order(1, clicks=CLICKS))
+    post_shopify(idle, shopify_order(2, clicks=CLICKS))
+    wait_for(lambda: metric("neuroon_gateway_conversion_queue_depth", {"shop": SHOP_ID}) == 2, "depth 2", 15)
+    wait_for(
+        lambda: metric("neuroon_gateway_conversion_oldest_pending_seconds", {"shop": SHOP_ID}) > 0, "age", 15
+    )
+    text = idle.get("/metrics").text
+    for family in (
+        "neuroon_gateway_webhooks_received_total",
+        "neuroon_gateway_conversion_queue_depth",
+        "neuroon_gateway_conversion_oldest_pending_seconds",
+        "neuroon_gateway_delivery_paused",
+    ):
+        assert family in text
+    gateway()  # a worker now
+    wait_for(lambda: metric("neuroon_gateway_conversion_queue_depth", {"shop": SHOP_ID}) == 0, "depth 0", 15)
+    assert metric("neuroon_gateway_conversion_oldest_pending_seconds", {"shop": SHOP_ID}) == 0
