@@ -42,6 +42,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "event": record.getMessage(),
     }
+    # Handlers format synchronously inside the request, so the context variable is still set.
     request_id = request_id_var.get()
     if request_id:
         fields["request_id"] = request_id

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, health
-from app.errors import install_error_handlers
+from app.errors import document_error_shape, install_error_handlers
 from app.logging import redact_secrets
 from app.middleware import RequestMiddleware
 from app.ratelimit import RateLimiter
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_error_shape(app)
     app.add_middleware(RequestMiddleware)
     app.include_router(health.router)
     app.include_router(token_routes.router)

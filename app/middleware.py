@@ -62,6 +62,7 @@ class RequestMiddleware:
                 log.info(
                     "request",
                     extra={
+                        "request_id": request_id,
                         "method": method,
                         "route": route,
                         "status": status,
