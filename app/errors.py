@@ -84,11 +84,12 @@ class ErrorBody(BaseModel):
     detail: str
 
 
-def document_error_shape(app: FastAPI) -> None:
-    """Make the OpenAPI document tell the truth about errors.
+def document_api(app: FastAPI, extra_paths: dict[str, Any], extra_schemas: dict[str, Any]) -> None:
+    """Make the OpenAPI document tell the truth.
 
     FastAPI documents a 422 with its own body for validation errors; we answer 400 with ours.
-    Every 4xx/5xx response of ours is documented with the one error shape.
+    Every 4xx/5xx response of ours is documented with the one error shape. Endpoints served
+    ahead of the router (the widget token) bring their own entries.
     """
 
     def openapi() -> dict[str, Any]:
@@ -98,6 +99,8 @@ def document_error_shape(app: FastAPI) -> None:
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)
             schemas["ErrorBody"] = ErrorBody.model_json_schema()
+            schemas.update(extra_schemas)
+            schema["paths"] = dict(sorted((schema.get("paths", {}) | extra_paths).items()))
             body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
