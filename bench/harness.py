@@ -83,7 +83,7 @@ def baseline_server() -> contextlib.AbstractContextManager[Server]:
             "--no-access-log",
             "--log-level",
             "warning",
-        ]  # fmt: skip
+        ]
     )
 
 

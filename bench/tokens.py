@@ -20,7 +20,7 @@ def main() -> dict[str, float]:
     with (
         redis_server() as redis_url,
         baseline_server() as base,
-        gateway_server(redis_url, GATEWAY_TOKEN_RATE_LIMIT="1000000000") as gateway,
+        gateway_server(redis_url, GATEWAY_TOKEN_RATE_LIMIT=str(10**9)) as gateway,
     ):
         load(base, "/", connections=CONNECTIONS, seconds=1)  # warm-up
         load(gateway, "/v1/widget-token", connections=CONNECTIONS, seconds=1)

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 import redis
+from prometheus_client import REGISTRY
 
 from app.neuroon.signing import verify_widget_token
 from app.settings import ShopConfig
