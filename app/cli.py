@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -206,7 +207,16 @@ def serve(
             proxy_headers=False,  # X-Forwarded-For is judged by GATEWAY_TRUSTED_PROXIES, not uvicorn
             timeout_graceful_shutdown=20,
         )
-        uvicorn.Server(config).run()
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal. Turning that
+        # into KeyboardInterrupt lets the embedded Redis (if any) stop cleanly, and the stop that
+        # an operator asked for ends with exit code 0.
+        signal.signal(signal.SIGTERM, _interrupt)
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(config).run()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @cli.command()

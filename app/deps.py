@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from app.state import GatewayState
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
+    # async on purpose: FastAPI runs a plain `def` dependency in a thread pool, per request.
     state: GatewayState = request.state.gateway
     return state
 

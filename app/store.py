@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,17 @@ class StoredToken:
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client with short timeouts: the gateway degrades rather than waits when Redis is slow."""
+    """A client with short timeouts: the gateway degrades rather than waits when Redis is slow.
+
+    redis-py's default retries for seconds with backoff; one quick retry is enough to replace a
+    connection that Redis closed, and anything longer would stall requests during an outage.
+    """
     return aioredis.Redis.from_url(
         url,
         socket_connect_timeout=0.5,
         socket_timeout=1.0,
         health_check_interval=15,
-        retry_on_timeout=False,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     )
 
 
