@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -40,7 +41,10 @@ async def served() -> AsyncIterator[tuple[Sandbox, str]]:
         await task
 
 
-async def test_flows_over_real_http(served: tuple[Sandbox, str], shop: Shop) -> None:
+async def test_flows_over_real_http(
+    served: tuple[Sandbox, str], shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore at their most talkative
     sandbox, url = served
     settings = Settings(_env_file=None, neuroon_api_url=url)
     async with build_http_client(settings) as http:
@@ -53,6 +57,8 @@ async def test_flows_over_real_http(served: tuple[Sandbox, str], shop: Shop) -> 
         await client.track_conversion(shop, ConversionRequest.model_validate(conversion))
     assert list(sandbox.conversions(SHOP_ID)) == ["H-1"]
     assert sandbox.requests[0].headers["user-agent"].startswith("neuroon-gateway/")
+    assert any(r.name.startswith("httpcore") for r in caplog.records)
+    assert CANARY_KEY not in caplog.text
 
 
 async def test_slow_neuroon_times_out_as_unavailable(served: tuple[Sandbox, str], shop: Shop) -> None:
