@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -72,3 +75,43 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers: a stable code and a message for humans."""
+
+    error: str
+    detail: str
+
+
+def document_api(app: FastAPI, extra_paths: dict[str, Any], extra_schemas: dict[str, Any]) -> None:
+    """Make the OpenAPI document tell the truth.
+
+    FastAPI documents a 422 with its own body for validation errors; we answer 400 with ours.
+    Every 4xx/5xx response of ours is documented with the one error shape. Endpoints served
+    ahead of the router (the widget token) bring their own entries.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            schemas["ErrorBody"] = ErrorBody.model_json_schema()
+            schemas.update(extra_schemas)
+            schema["paths"] = dict(sorted((schema.get("paths", {}) | extra_paths).items()))
+            body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    responses = operation.get("responses", {})
+                    if "422" in responses:
+                        responses.pop("422")
+                        responses.setdefault("400", {"description": "invalid_request"})
+                    for status, response in responses.items():
+                        if status[0] in "45":
+                            response["content"] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

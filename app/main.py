@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp
 
 from app import __version__, health
 from app.auth import build_admin_auth
@@ -18,7 +19,7 @@ from app.conversions import admin as conversion_admin
 from app.conversions import routes as webhook_routes
 from app.conversions.intake import Intake
 from app.conversions.worker import DeliveryWorker, monitor_queues, running
-from app.errors import install_error_handlers
+from app.errors import document_api, install_error_handlers
 from app.logging import redact_secrets
 from app.middleware import RequestMiddleware
 from app.neuroon.client import NeuroonClient, build_http_client
@@ -28,7 +29,7 @@ from app.shops import ShopRegistry
 from app.state import GatewayState
 from app.store import Store, connect
 from app.store.conversions import ConversionStore
-from app.tokens import routes as token_routes
+from app.tokens import endpoint as token_endpoint
 from app.tokens.cache import TokenCache
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,21 @@ async def warn_if_redis_can_lose_conversions(store: ConversionStore) -> None:
         log.warning("redis_durability_risk", extra={"problem": problem})
 
 
+class Gateway(FastAPI):
+    """FastAPI with our two outermost layers in front of its own stack.
+
+    RequestMiddleware (request id, access log, HTTP metrics) sees every request, the 500s of
+    FastAPI's error middleware included; the widget-token endpoint answers ahead of FastAPI's
+    middleware and router, because it is the hot path (see app/tokens/endpoint.py).
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestMiddleware(token_endpoint.WidgetTokenEndpoint(super().build_middleware_stack()))
+
+
 def create_app(
     settings: Settings | None = None, *, neuroon_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
+) -> Gateway:
     """Build the gateway. Raises ConfigError (before serving anything) when settings are bad.
 
     ``neuroon_transport`` replaces the network under the Neuroon client, e.g.
@@ -126,16 +139,15 @@ def create_app(
         await http.aclose()
         await redis.aclose()
 
-    app = FastAPI(
+    app = Gateway(
         title="neuroon-gateway",
         version=__version__,
         summary="Server-to-server integration of Neuroon AI search.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware)
+    document_api(app, token_endpoint.OPENAPI_PATH, token_endpoint.OPENAPI_SCHEMAS)
     app.include_router(health.router)
-    app.include_router(token_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(conversion_admin.router)
     return app

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PREFIX = "neuroon_gateway_"
@@ -96,3 +98,21 @@ upstream_paced_seconds = Counter(
     "Seconds requests to Neuroon waited in the client-side limiter before going out, by operation.",
     ["operation"],
 )
+
+
+# Label lookups cost more than the increments themselves on the hot path; the label sets are
+# small and fixed (route templates, methods, statuses, configured shops), so children are cached.
+@cache
+def _http_children(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    return http_requests.labels(route, method, str(status)), http_request_duration.labels(route)
+
+
+def observe_http(route: str, method: str, status: int, seconds: float) -> None:
+    count, duration = _http_children(route, method, status)
+    count.inc()
+    duration.observe(seconds)
+
+
+@cache
+def token_served(shop: str, source: str) -> Counter:
+    return widget_tokens_served.labels(shop, source)

@@ -6,9 +6,10 @@ Pure ASGI (not BaseHTTPMiddleware) because it runs on every request, including t
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,15 @@ log = logging.getLogger("app.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Probes and scrapes would drown the access log; their metrics still count.
 _QUIET_ROUTES = frozenset({"/livez", "/readyz", "/metrics"})
+# Methods are a label: anything a client invents is folded into one value.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLabel:
+    """The route template of an endpoint served outside the router (set as ``scope["route"]``)."""
+
+    path: str
 
 
 class RequestMiddleware:
@@ -37,7 +47,7 @@ class RequestMiddleware:
                 candidate = value.decode("latin-1")
                 request_id = candidate if _REQUEST_ID.match(candidate) else None
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         token = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()
@@ -55,13 +65,13 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - started
             route_obj = scope.get("route")
             route = getattr(route_obj, "path", None) or "unmatched"
-            method = scope["method"]
-            metrics.http_requests.labels(route, method, str(status)).inc()
-            metrics.http_request_duration.labels(route).observe(elapsed)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            metrics.observe_http(route, method, status, elapsed)
             if route not in _QUIET_ROUTES or status >= 500:
                 log.info(
                     "request",
                     extra={
+                        "request_id": request_id,
                         "method": method,
                         "route": route,
                         "status": status,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from pydantic import SecretStr
 
+from app.logging import redact_secrets
 from app.settings import ShopConfig, check_api_key, read_secret_file
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Shop:
             return False
         if new == self._key.get_secret_value():
             return False
+        redact_secrets([new])
         self._key = SecretStr(new)
         self.key_fingerprint = key_fingerprint(new)
         log.info("api_key_rotated", extra={"shop": self.id})

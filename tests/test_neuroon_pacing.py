@@ -11,7 +11,7 @@ import pytest
 from app.neuroon.client import NeuroonClient
 from app.neuroon.endpoints import Limit
 from app.neuroon.errors import NeuroonRateLimited
-from app.neuroon.models import Product
+from app.neuroon.models import ConversionRequest, Product
 from app.neuroon.pacing import UpstreamLimiter
 from app.sandbox import Fault, Sandbox
 from app.shops import Shop
@@ -86,3 +86,35 @@ async def test_remaining_zero_waits_for_the_window_to_end(fake_clock: FakeClock)
     await limiter.acquire("s", "delete_product")
     limiter.observe("s", "delete_product", fake_clock(), limit=2, remaining=0)
     assert await limiter.acquire("s", "delete_product") == 60  # the default window, counted from its start
+
+
+async def test_a_wait_longer_than_the_cap_is_handed_back_without_a_request(
+    neuroon: NeuroonClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    for _ in range(5):  # the documented verify bucket: 5 per 5 minutes
+        await neuroon.verify_domain(shop)
+    with pytest.raises(NeuroonRateLimited) as caught:
+        await neuroon.verify_domain(shop)
+    assert caught.value.retry_after == 300  # longer than NEUROON_MAX_RETRY_WAIT (60): not slept
+    assert len(sandbox.statuses("verify")) == 5
+    assert fake_clock.sleeps == []
+    fake_clock.now += 300
+    assert (await neuroon.verify_domain(shop)).already_verified
+
+
+async def test_after_a_long_429_the_next_call_is_refused_locally(
+    neuroon_http: httpx.AsyncClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    client = NeuroonClient(neuroon_http, max_retry_wait=30, sleep=fake_clock.sleep, clock=fake_clock)
+    sandbox.script("track_conversion", Fault(429, retry_after=120))
+    conversion = ConversionRequest.model_validate(
+        {"orderId": "O", "conversions": [{"productId": "p", "searchLogId": "l"}]}
+    )
+    for _ in range(2):
+        with pytest.raises(NeuroonRateLimited) as caught:
+            await client.track_conversion(shop, conversion, attempts=1)
+        assert caught.value.retry_after == 120
+    assert sandbox.statuses() == [429]  # the second never reached Neuroon
+    fake_clock.now += 120
+    await client.track_conversion(shop, conversion, attempts=1)
+    assert sandbox.statuses() == [429, 200]

@@ -11,7 +11,7 @@ from app.conversions import attribution, intake
 from app.cors import check_origin, cors_headers, preflight_headers
 from app.deps import StateDep
 from app.errors import GatewayError
-from app.tokens.routes import resolve_shop
+from app.tokens.endpoint import resolve_shop
 
 router = APIRouter(tags=["order webhooks"])
 

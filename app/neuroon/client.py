@@ -39,7 +39,7 @@ from app.neuroon.models import (
     VerifyOutcome,
     WireModel,
 )
-from app.neuroon.pacing import Clock, Sleep, UpstreamLimiter
+from app.neuroon.pacing import Clock, Sleep, UpstreamLimiter, WouldWait
 from app.settings import Settings, origin_of
 from app.shops import Shop
 
@@ -302,7 +302,16 @@ class NeuroonClient:
         request_headers = self._headers(shop, headers, content is not None)
         key = shop.api_key.get_secret_value()
         for attempt in range(1, total + 1):
-            await self.limiter.acquire(shop.id, operation)
+            try:
+                await self.limiter.acquire(shop.id, operation, max_wait=self.max_retry_wait)
+            except WouldWait as verdict:
+                # Our own pacing (a documented limit, Neuroon's headers, an earlier 429) says Neuroon
+                # would refuse for longer than we may wait: the caller gets the wait, Neuroon no request.
+                log.info(
+                    "neuroon_paced",
+                    extra={"operation": str(operation), "shop": shop.id, "wait": round(verdict.seconds, 3)},
+                )
+                raise NeuroonRateLimited(operation, verdict.seconds) from None
             sent_at = self._clock()
             started = time.perf_counter()
             error: NeuroonError

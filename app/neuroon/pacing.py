@@ -27,6 +27,14 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class WouldWait(Exception):
+    """Going out now would need a longer wait than the caller accepts; ``seconds`` is how long."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"would wait {seconds:.1f}s")
+        self.seconds = seconds
+
+
 @dataclass(slots=True)
 class _Bucket:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -86,8 +94,12 @@ class UpstreamLimiter:
                 waits.append(bucket.last_sent + gap - now)
         return max(waits)
 
-    async def acquire(self, shop_id: str, operation: str) -> float:
-        """Wait until a request may go out, and count it as sent. Returns the seconds waited."""
+    async def acquire(self, shop_id: str, operation: str, *, max_wait: float = float("inf")) -> float:
+        """Wait until a request may go out, and count it as sent. Returns the seconds waited.
+
+        Raises WouldWait instead of sleeping longer than ``max_wait`` in one go (a verify after five in
+        five minutes would otherwise hold its caller for minutes).
+        """
         bucket = self._bucket(shop_id, operation)
         waited = 0.0
         async with bucket.lock:  # waiters of one key queue in order instead of racing for a slot
@@ -96,6 +108,8 @@ class UpstreamLimiter:
                 wait = self._wait(bucket, operation, now)
                 if wait <= 0:
                     break
+                if wait > max_wait:
+                    raise WouldWait(wait)
                 await self._sleep(wait)
                 waited += wait
             bucket.sent.append(now)

@@ -112,7 +112,7 @@ class PluginApi:
             return envelope(403, "Domain does not match the shop URL registered in Neuroon", call.path)
         if shop.verified_at is not None:
             return envelope(409, "Domain already verified", call.path)
-        shop.verified_at = envelope_time()
+        shop.verified_at = _local_now()
         return json_response(
             {
                 "shopId": shop.shop.id,
@@ -171,5 +171,5 @@ class PluginApi:
         return json_response({"token": sign_widget_token(shop.id, shop.key, int(self.sandbox.wall_clock()))})
 
 
-def envelope_time() -> str:
+def _local_now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class StoredToken:
 def connect(url: str, *, socket_timeout: float = 1.0) -> aioredis.Redis:
     """A client with short timeouts: the gateway degrades rather than waits when Redis is slow.
 
+    redis-py's default retries for seconds with backoff; one quick retry is enough to replace a
+    connection that Redis closed, and anything longer would stall requests during an outage.
     The delivery worker's client gets a longer ``socket_timeout``: it blocks on stream reads.
     """
     return aioredis.Redis.from_url(
@@ -63,7 +67,7 @@ def connect(url: str, *, socket_timeout: float = 1.0) -> aioredis.Redis:
         socket_connect_timeout=0.5,
         socket_timeout=socket_timeout,
         health_check_interval=15,
-        retry_on_timeout=False,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     )
 
 

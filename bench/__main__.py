@@ -1,0 +1,6 @@
+"""`make bench`: run every benchmark and print each figure as a ratio against its baseline."""
+
+from bench import tokens
+
+if __name__ == "__main__":
+    tokens.main()

@@ -1,0 +1,20 @@
+"""openapi/openapi.json is exactly what the app serves: regenerate it with `make openapi`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app.openapi import render
+
+COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+
+
+def test_committed_openapi_matches_the_app() -> None:
+    assert COMMITTED.read_text() == render(), "openapi/openapi.json is stale: run `make openapi`"
+
+
+def test_served_openapi_is_the_committed_one(client: TestClient) -> None:
+    assert client.get("/openapi.json").json() == json.loads(COMMITTED.read_text())
