@@ -87,9 +87,15 @@ def _clean(items: Any) -> dict[str, str]:
     return clicks
 
 
-def needs_stored_clicks(order: Order) -> bool:
-    """Whether some line is still unattributed by the payload alone (so the store is worth asking)."""
-    return any(_from_payload(order, line.product_id, line.search_log_id) is None for line in order.lines)
+def unattributed_products(order: Order) -> list[str]:
+    """productIds of the lines the payload alone does not attribute (clicks posted for the cart may)."""
+    if not order.cart_token:
+        return []
+    return [
+        line.product_id
+        for line in order.lines
+        if line.product_id is not None and _from_payload(order, line.product_id, line.search_log_id) is None
+    ]
 
 
 def _from_payload(order: Order, product_id: str | None, own: str | None) -> str | None:

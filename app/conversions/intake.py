@@ -19,9 +19,10 @@ from starlette.requests import Request
 
 from app import metrics
 from app.conversions import orders
-from app.conversions.attribution import needs_stored_clicks, to_conversion
+from app.conversions.attribution import to_conversion, unattributed_products
 from app.conversions.signatures import InvalidSignature, verify_hmac_base64, verify_standard_webhook
 from app.errors import GatewayError
+from app.neuroon.models import ConversionRequest
 from app.settings import Settings, origin_of
 from app.shops import Shop, ShopRegistry
 from app.store.conversions import ConversionStore
@@ -50,18 +51,18 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         if not declared.isdigit():
             raise GatewayError(400, "malformed_payload", "Content-Length is not a number")
         if int(declared) > max_bytes:
-            raise _too_large(max_bytes)
+            raise too_large(max_bytes)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(max_bytes)
+            raise too_large(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_large(max_bytes: int) -> GatewayError:
+def too_large(max_bytes: int) -> GatewayError:
     return GatewayError(413, "payload_too_large", f"the body exceeds {max_bytes} bytes")
 
 
@@ -259,20 +260,24 @@ async def _accept(intake: Intake, platform: Platform, shop: Shop, parse: Any) ->
         return _reply(
             platform, "ignored", {"status": "ignored", "reason": "test order", "orderId": order.order_id}
         )
-    stored: tuple[dict[str, str], ...] = ()
-    if order.cart_token and needs_stored_clicks(order):
-        stored = (await intake.store.get_clicks(shop.id, order.cart_token),)
-    try:
-        conversion = to_conversion(order, stored)
-    except ValidationError as exc:  # e.g. a line total computed past 15 digits
-        fields = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+    conversion = _conversion(order)
+    claim = await intake.store.claim(
+        shop.id,
+        order.order_id,
+        orjson.dumps(conversion.to_wire()) if conversion else b"",
+        platform,
+        cart_token=order.cart_token,
+        unattributed=unattributed_products(order),
+    )
+    if claim.outcome == "needs_clicks":
+        assert claim.clicks
+        conversion = _conversion(order, claim.clicks)
+        assert conversion is not None  # the posted clicks attribute at least one line
+        claim = await intake.store.claim(
+            shop.id, order.order_id, orjson.dumps(conversion.to_wire()), platform
         )
-        raise GatewayError(
-            400, "malformed_payload", f"the order cannot be sent to Neuroon: {fields}"
-        ) from None
-    if conversion is None:
-        if await intake.store.first_ignored(shop.id, order.order_id):
+    if claim.outcome == "unattributed":
+        if claim.first:
             metrics.conversions.labels(shop.id, "ignored").inc()
         log.info(
             "order_ignored", extra={"shop": shop.id, "order_id": order.order_id, "reason": "unattributed"}
@@ -282,12 +287,21 @@ async def _accept(intake: Intake, platform: Platform, shop: Shop, parse: Any) ->
             "ignored",
             {"status": "ignored", "reason": "no line is attributable to a search", "orderId": order.order_id},
         )
-    accepted, state = await intake.store.enqueue(
-        shop.id, order.order_id, orjson.dumps(conversion.to_wire()), platform
-    )
-    if not accepted:
+    if claim.outcome == "duplicate":
         return _reply(
-            platform, "duplicate", {"status": "duplicate", "orderId": order.order_id, "state": state}
+            platform, "duplicate", {"status": "duplicate", "orderId": order.order_id, "state": claim.state}
         )
     log.info("order_accepted", extra={"shop": shop.id, "order_id": order.order_id, "platform": platform})
     return _reply(platform, "accepted", {"status": "accepted", "orderId": order.order_id})
+
+
+def _conversion(order: orders.Order, posted: Mapping[str, str] | None = None) -> ConversionRequest | None:
+    try:
+        return to_conversion(order, (posted,) if posted else ())
+    except ValidationError as exc:  # e.g. a line total computed past 15 digits
+        fields = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise GatewayError(
+            400, "malformed_payload", f"the order cannot be sent to Neuroon: {fields}"
+        ) from None
