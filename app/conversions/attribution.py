@@ -14,8 +14,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
+from app import metrics
 from app.errors import GatewayError
 from app.neuroon.models import ConversionItem, ConversionRequest
 from app.ratelimit import client_address
@@ -182,7 +184,13 @@ async def remember(
         raise GatewayError(400, "malformed_payload", "clicks must be an object or the cookie's value")
     clicks = parse_clicks(raw)
     if clicks:
-        await store.put_clicks(shop.id, cart_token, clicks)
+        try:
+            await store.put_clicks(shop.id, cart_token, clicks)
+        except (RedisError, OSError):
+            metrics.redis_errors.labels("attribution").inc()
+            raise GatewayError(
+                503, "unavailable", "attribution storage is unavailable; retry later"
+            ) from None
 
 
 @functools.cache
