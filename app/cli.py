@@ -79,7 +79,7 @@ def _dev_environment(settings: Settings, host: str, port: int) -> Iterator[Setti
             (settings.gateway_data_dir / "redis.url").unlink(missing_ok=True)
 
 
-def _banner(settings: Settings, host: str, port: int) -> str:
+def _banner(settings: Settings, host: str, port: int, *, embedded_redis: bool) -> str:
     base = f"http://{host}:{port}"
     lines = ["", "neuroon-gateway is serving on " + base]
     if settings.demo:
@@ -94,7 +94,7 @@ def _banner(settings: Settings, host: str, port: int) -> str:
         "  readiness:     curl -s " + base + "/readyz",
         "  metrics:       curl -s " + base + "/metrics",
         "",
-        "Ctrl-C stops the gateway" + (" and its embedded Redis." if settings.redis_url else "."),
+        "Ctrl-C stops the gateway" + (" and its embedded Redis." if embedded_redis else "."),
         "",
     ]
     return "\n".join(lines)
@@ -122,6 +122,7 @@ def serve(
 
     settings = _load()
     configure_logging(settings.gateway_log_format)
+    embedded_redis = dev and settings.redis_url is None
     with contextlib.ExitStack() as stack:
         if dev:
             settings = stack.enter_context(_dev_environment(settings, host, port))
@@ -129,7 +130,7 @@ def serve(
             app = create_app(settings)
         except ConfigError as exc:
             raise fail(str(exc)) from None
-        typer.echo(_banner(settings, host, port), err=True)
+        typer.echo(_banner(settings, host, port, embedded_redis=embedded_redis), err=True)
         config = uvicorn.Config(
             app,
             host=host,
