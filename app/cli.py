@@ -121,7 +121,9 @@ def serve(
     from app.main import create_app
 
     settings = _load()
-    configure_logging(settings.gateway_log_format)
+    # Development reads better as console lines, unless the format was chosen explicitly.
+    explicit = "gateway_log_format" in settings.model_fields_set
+    configure_logging("console" if dev and not explicit else settings.gateway_log_format)
     embedded_redis = dev and settings.redis_url is None
     with contextlib.ExitStack() as stack:
         if dev:
