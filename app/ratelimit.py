@@ -3,8 +3,9 @@
 Each replica counts hits locally and adds them to the client's fixed one-minute window in Redis
 every ``sync_interval`` seconds, and sooner the closer the client gets to its limit (at the end,
 on every hit). The hot path of a client well within its limit stays in-process; a client at its
-limit is held to it across replicas, give or take a hit or two in flight. When Redis is unreachable the limiter fails open: it lets requests through
-rather than turning a Redis outage into an outage of the storefront.
+limit is held to it across replicas, give or take a hit or two in flight. When Redis is
+unreachable the limiter fails open: it lets requests through rather than turning a Redis outage
+into an outage of the storefront.
 """
 
 from __future__ import annotations
