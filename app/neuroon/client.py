@@ -352,24 +352,24 @@ class NeuroonClient:
     ) -> httpx.Response | tuple[NeuroonError, float]:
         """One request: the response, or a retryable error with the wait before the next attempt.
         A final refusal (4xx other than 429) is raised at once."""
-        sent_at = self._clock()
         started = time.perf_counter()
         try:
             response = await self.http.request(method, path, content=content, params=params, headers=headers)
-        except httpx.TimeoutException:
-            self._record(operation, "timeout", started)
-            return NeuroonUnavailable(operation, "timed out"), self._backoff(attempt)
-        except httpx.HTTPError as exc:
-            self._record(operation, "network_error", started)
-            # Only the exception's type: its text may name the URL, never needed here.
-            return NeuroonUnavailable(
-                operation, f"cannot reach Neuroon ({type(exc).__name__})"
-            ), self._backoff(attempt)
+        except BaseException as exc:  # cancellation included: the limiter must see every request end
+            self.limiter.observe(shop.id, operation, None, None, answered=False)
+            if isinstance(exc, httpx.TimeoutException):
+                self._record(operation, "timeout", started)
+                return NeuroonUnavailable(operation, "timed out"), self._backoff(attempt)
+            if isinstance(exc, httpx.HTTPError):
+                self._record(operation, "network_error", started)
+                # Only the exception's type: its text may name the URL, never needed here.
+                reason = f"cannot reach Neuroon ({type(exc).__name__})"
+                return NeuroonUnavailable(operation, reason), self._backoff(attempt)
+            raise
         self._record(operation, str(response.status_code), started)
         self.limiter.observe(
             shop.id,
             operation,
-            sent_at,
             _int_header(response, "X-RateLimit-Limit"),
             _int_header(response, "X-RateLimit-Remaining"),
         )
