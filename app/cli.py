@@ -284,7 +284,8 @@ def sandbox(
         Path | None,
         typer.Option(
             "--shops-file",
-            help="TOML file listing shops (each with id, key or key_file, shop_url). Default: the gateway's own shops "
+            help="TOML file listing shops (each with id, key or key_file, shop_url). "
+            "Default: the gateway's own shops "
             "(NEUROON_SHOP_ID/NEUROON_API_KEY or GATEWAY_SHOPS_FILE), else the demo shop.",
         ),
     ] = None,
