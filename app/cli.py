@@ -10,13 +10,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 from app.logging import configure_logging, redact_secrets
 from app.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from app.sandbox.serve import SandboxServer
 
 cli = typer.Typer(
     name="neuroon-gateway",
@@ -51,11 +54,56 @@ def _demo_key(data_dir: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+DEMO_PRODUCTS = [
+    {
+        "externalId": "DEMO-1",
+        "name": "Trail running shoe",
+        "price": 89.9,
+        "currency": "EUR",
+        "url": "https://shop.example/p/1",
+    },
+    {
+        "externalId": "DEMO-2",
+        "name": "Waterproof hiking jacket",
+        "price": 129.0,
+        "currency": "EUR",
+        "url": "https://shop.example/p/2",
+    },
+    {
+        "externalId": "DEMO-3",
+        "name": "Merino wool socks",
+        "price": 14.5,
+        "currency": "EUR",
+        "url": "https://shop.example/p/3",
+    },
+]
+
+
+def _start_demo_sandbox(shop_id: str, key: str, shop_url: str, host: str, port: int) -> SandboxServer:
+    """The local Neuroon of demo mode, knowing the demo shop and a few products."""
+    from app.sandbox import SandboxShop, create_sandbox
+    from app.sandbox.serve import SandboxServer
+
+    sandbox = create_sandbox([SandboxShop(shop_id, key, shop_url, name="Demo shop")])
+    sandbox.shops[shop_id].apply_sync("INCREMENTAL", [dict(p) for p in DEMO_PRODUCTS])
+    # port + 1 is easy to remember; when it is taken, any free port will do (the banner shows it).
+    for candidate in (port, free_port()):
+        server = SandboxServer(sandbox.app, host, candidate)
+        try:
+            server.start()
+        except RuntimeError:
+            continue
+        return server
+    raise fail("the Neuroon sandbox of demo mode could not listen on any port", 1)
+
+
 @contextlib.contextmanager
 def _dev_environment(settings: Settings, host: str, port: int) -> Iterator[Settings]:
-    """For `serve --dev`: an embedded Redis unless REDIS_URL is set, a demo shop unless credentials are."""
+    """For `serve --dev`: an embedded Redis unless REDIS_URL is set; without credentials, a demo shop
+    and a local Neuroon sandbox on port + 1 (or a free port) that the gateway is pointed at."""
     overrides: dict[str, Any] = {}
     embedded: EmbeddedRedis | None = None
+    sandbox_server: SandboxServer | None = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis(settings.gateway_data_dir / "redis")
         try:
@@ -64,16 +112,22 @@ def _dev_environment(settings: Settings, host: str, port: int) -> Iterator[Setti
             raise fail(str(exc), 1) from None
         (settings.gateway_data_dir / "redis.url").write_text(embedded.url, encoding="utf-8")
     if not settings.has_credentials:
+        key = _demo_key(settings.gateway_data_dir)
+        shop_url = f"http://localhost:{port}"
+        sandbox_server = _start_demo_sandbox(DEMO_SHOP_ID, key, shop_url, "127.0.0.1", port + 1)
         overrides |= {
             "neuroon_shop_id": DEMO_SHOP_ID,
-            "neuroon_api_key": _demo_key(settings.gateway_data_dir),
-            "neuroon_shop_url": f"http://localhost:{port}",
+            "neuroon_api_key": key,
+            "neuroon_shop_url": shop_url,
+            "neuroon_api_url": sandbox_server.url,
             "gateway_cors_origins": f"http://127.0.0.1:{port}",
             "demo": True,
         }
     try:
         yield _load(**overrides) if overrides else settings
     finally:
+        if sandbox_server is not None:
+            sandbox_server.stop()
         if embedded is not None:
             embedded.stop()
             (settings.gateway_data_dir / "redis.url").unlink(missing_ok=True)
@@ -81,11 +135,13 @@ def _dev_environment(settings: Settings, host: str, port: int) -> Iterator[Setti
 
 def _banner(settings: Settings, host: str, port: int, *, embedded_redis: bool) -> str:
     base = f"http://{host}:{port}"
+    sandbox = settings.neuroon_api_url
     lines = ["", "neuroon-gateway is serving on " + base]
     if settings.demo:
         lines += [
             "DEMO MODE: no Neuroon credentials are configured, so a demo shop "
-            f"({DEMO_SHOP_ID}) with a local key is used.",
+            f"({DEMO_SHOP_ID}) with a local key is used,",
+            f"and Neuroon is a local sandbox on {sandbox} (in memory: it forgets everything on exit).",
             "Set NEUROON_SHOP_ID and NEUROON_API_KEY (see README) to serve your real shop.",
         ]
     lines += [
@@ -93,8 +149,25 @@ def _banner(settings: Settings, host: str, port: int, *, embedded_redis: bool) -
         "  widget token:  curl -s " + base + "/v1/widget-token",
         "  readiness:     curl -s " + base + "/readyz",
         "  metrics:       curl -s " + base + "/metrics",
+    ]
+    if settings.demo:
+        read_token = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"token\"])'"  # noqa: S105
+        token = f"$(curl -s {base}/v1/widget-token | {read_token})"
+        lines += [
+            "",
+            "  The sandbox, i.e. what Neuroon received:",
+            f'  search as the widget:  curl -s -H "X-Widget-Token: {token}"'
+            f' "{sandbox}/api/widget/search?q=shoe"',
+            f"  catalog:               curl -s {sandbox}/_sandbox/shops/{DEMO_SHOP_ID}/products",
+            f"  conversions:           curl -s {sandbox}/_sandbox/shops/{DEMO_SHOP_ID}/conversions",
+            f"  requests received:     curl -s {sandbox}/_sandbox/requests",
+            f"""  simulate an outage:    curl -s -X POST {sandbox}/_sandbox/outage -d '{{"on": true}}'""",
+        ]
+    lines += [
         "",
-        "Ctrl-C stops the gateway" + (" and its embedded Redis." if embedded_redis else "."),
+        "Ctrl-C stops the gateway"
+        + (", its embedded Redis" if embedded_redis else "")
+        + (" and the sandbox." if settings.demo else "."),
         "",
     ]
     return "\n".join(lines)
@@ -203,8 +276,57 @@ def token(
     typer.echo(asyncio.run(fetch()))
 
 
+@cli.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8100,
+    shops_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--shops-file",
+            help="TOML file listing shops (each with id, key or key_file, shop_url). "
+            "Default: the gateway's own shops "
+            "(NEUROON_SHOP_ID/NEUROON_API_KEY or GATEWAY_SHOPS_FILE), else the demo shop.",
+        ),
+    ] = None,
+    rate_limits: Annotated[
+        bool, typer.Option("--rate-limits", help="Enforce Neuroon's documented rate limits.")
+    ] = False,
+) -> None:
+    """Run the local Neuroon sandbox (demos and integration tests; keys are read from files or the
+    environment, never from the command line)."""
+    import uvicorn
+
+    from app.sandbox import SandboxShop, create_sandbox, load_shops_toml
+    from app.sandbox.control import SANDBOX_LIMITS
+
+    settings = _load()
+    configure_logging(settings.gateway_log_format)
+    try:
+        if shops_file is not None:
+            shops = load_shops_toml(shops_file)
+        elif settings.has_credentials:
+            shops = [SandboxShop(c.id, c.api_key.get_secret_value(), c.shop_url) for c in settings.shops()]
+        else:
+            shops = [SandboxShop(DEMO_SHOP_ID, _demo_key(settings.gateway_data_dir), "http://localhost:8000")]
+    except (ConfigError, ValueError, OSError) as exc:
+        raise fail(f"sandbox shops: {exc}") from None
+    redact_secrets(s.key for s in shops)
+    sandbox = create_sandbox(shops, rate_limits=SANDBOX_LIMITS if rate_limits else None)
+    typer.echo(
+        f"Neuroon sandbox on http://{host}:{port} for shops: {', '.join(s.id for s in shops)}; "
+        f"controls under http://{host}:{port}/_sandbox/state",
+        err=True,
+    )
+    uvicorn.run(sandbox.app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+
+
 def main() -> None:
     try:
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.neuroon.client import NeuroonClient
 from app.state import GatewayState
 
 
@@ -16,3 +17,11 @@ async def get_state(request: Request) -> GatewayState:
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]
+
+
+async def get_neuroon(request: Request) -> NeuroonClient:
+    state: GatewayState = request.state.gateway
+    return state.neuroon
+
+
+NeuroonDep = Annotated[NeuroonClient, Depends(get_neuroon)]

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
@@ -14,6 +15,7 @@ from app import __version__, health
 from app.errors import document_api, install_error_handlers
 from app.logging import redact_secrets
 from app.middleware import RequestMiddleware
+from app.neuroon.client import NeuroonClient, build_http_client
 from app.ratelimit import RateLimiter
 from app.settings import ConfigError, Settings, load_settings
 from app.shops import ShopRegistry
@@ -54,8 +56,14 @@ class Gateway(FastAPI):
         return RequestMiddleware(token_endpoint.WidgetTokenEndpoint(super().build_middleware_stack()))
 
 
-def create_app(settings: Settings | None = None) -> Gateway:
-    """Build the gateway. Raises ConfigError (before serving anything) when settings are bad."""
+def create_app(
+    settings: Settings | None = None, *, neuroon_transport: httpx.AsyncBaseTransport | None = None
+) -> Gateway:
+    """Build the gateway. Raises ConfigError (before serving anything) when settings are bad.
+
+    ``neuroon_transport`` replaces the network under the Neuroon client, e.g.
+    ``httpx.ASGITransport(app=sandbox_app)`` to put the sandbox in-process in tests.
+    """
     settings = settings or load_settings()
     shops = ShopRegistry(settings.shops())
     if settings.redis_url is None:
@@ -67,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
         redis = connect(redis_url)
         store = Store(redis)
+        http = build_http_client(settings, neuroon_transport)
         state = GatewayState(
             settings=settings,
             shops=shops,
@@ -77,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
                 memory_ttl=settings.gateway_token_memory_ttl,
             ),
             token_limiter=RateLimiter(store, "widget_token", settings.gateway_token_rate_limit),
+            neuroon=NeuroonClient.from_settings(http, settings),
         )
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
         try:
@@ -85,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await http.aclose()
             await redis.aclose()
 
     app = Gateway(

@@ -42,6 +42,22 @@ redis_errors = Counter(
     "Redis operations that failed (the gateway degraded instead of failing the request).",
     ["operation"],
 )
+upstream_requests = Counter(
+    PREFIX + "upstream_requests_total",
+    "Requests to Neuroon by operation and outcome (HTTP status, or timeout / network_error).",
+    ["operation", "status"],
+)
+upstream_request_duration = Histogram(
+    PREFIX + "upstream_request_duration_seconds",
+    "Duration of one request to Neuroon (one attempt), by operation.",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+upstream_paced_seconds = Counter(
+    PREFIX + "upstream_paced_seconds_total",
+    "Seconds requests to Neuroon waited in the client-side limiter before going out, by operation.",
+    ["operation"],
+)
 
 
 # Label lookups cost more than the increments themselves on the hot path; the label sets are

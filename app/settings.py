@@ -166,6 +166,13 @@ class Settings(BaseSettings):
     gateway_key_reload_interval: float = Field(default=2.0, gt=0, le=3600)
     gateway_data_dir: Path = Path("var")
 
+    # The Neuroon client (docs/neuroon.md): seconds one request may take; attempts per call (1 = no
+    # retry); the longest wait between attempts, Retry-After included: a 429 asking for longer is
+    # handed to the caller at once instead of being waited out.
+    neuroon_timeout: float = Field(default=10.0, gt=0, le=300)
+    neuroon_retry_attempts: int = Field(default=3, ge=1, le=10)
+    neuroon_max_retry_wait: float = Field(default=60.0, ge=0, le=3600)
+
     # Set by `serve --dev` when no credentials are configured; never from the environment.
     demo: bool = Field(default=False, exclude=True)
 

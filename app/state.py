@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.neuroon.client import NeuroonClient
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.shops import ShopRegistry
@@ -18,3 +19,4 @@ class GatewayState:
     store: Store
     tokens: TokenCache
     token_limiter: RateLimiter
+    neuroon: NeuroonClient

@@ -1,22 +1,28 @@
 """Shared fixtures: a real Redis-protocol server for the session, settings isolated from the
-developer's environment, and the real app behind TestClient (as a context manager, so the
-lifespan runs)."""
+developer's environment, the real app behind TestClient (as a context manager, so the
+lifespan runs), and the Neuroon sandbox in-process with the real client over it, on a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
-from app.settings import Settings
+from app.neuroon.client import NeuroonClient, build_http_client
+from app.sandbox import Sandbox, SandboxShop, create_sandbox
+from app.settings import Settings, ShopConfig
+from app.shops import Shop
 
 _ENV_PREFIXES = ("NEUROON_", "GATEWAY_", "SHOPIFY_", "WOOCOMMERCE_", "REDIS_URL")
 # Captured before the autouse fixture below scrubs the environment of every test.
@@ -83,4 +89,77 @@ def make_settings(redis_url: str, redis_client: redis.Redis) -> SettingsFactory:
 @pytest.fixture
 def client(make_settings: SettingsFactory) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings())) as test_client:
+        yield test_client
+
+
+# --- Neuroon: the sandbox in-process, the client over it, and time under the test's control ---------
+
+OTHER_SHOP_ID = "shop_other"
+OTHER_KEY = f"sk_{'0f' * 16}"
+OTHER_SHOP_URL = "https://other.example"
+
+
+class FakeClock:
+    """Monotonic time that moves only when someone sleeps: retries and pacing run instantly, and the
+    waits they asked for are recorded. Share one between the client and the sandbox."""
+
+    def __init__(self, start: float = 10_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox(fake_clock: FakeClock) -> Sandbox:
+    """A sandbox knowing the test shop (CANARY_KEY, SHOP_URL) and another one, on the fake clock."""
+    return create_sandbox(
+        [SandboxShop(SHOP_ID, CANARY_KEY, SHOP_URL), SandboxShop(OTHER_SHOP_ID, OTHER_KEY, OTHER_SHOP_URL)],
+        clock=fake_clock,
+        sleep=fake_clock.sleep,
+    )
+
+
+def make_shop(shop_id: str = SHOP_ID, key: str = CANARY_KEY, shop_url: str | None = SHOP_URL) -> Shop:
+    return Shop(ShopConfig(id=shop_id, api_key=SecretStr(key), shop_url=shop_url))
+
+
+@pytest.fixture
+def shop() -> Shop:
+    return make_shop()
+
+
+@pytest.fixture
+async def neuroon_http(sandbox: Sandbox) -> AsyncIterator[httpx.AsyncClient]:
+    """The shared httpx client as the lifespan builds it, with the sandbox as its transport."""
+    settings = Settings(_env_file=None, neuroon_api_url="http://neuroon.sandbox")
+    async with build_http_client(settings, httpx.ASGITransport(app=sandbox.app)) as http:
+        yield http
+
+
+@pytest.fixture
+def neuroon(neuroon_http: httpx.AsyncClient, fake_clock: FakeClock) -> NeuroonClient:
+    """The real client over the in-process sandbox; backoff jitter pinned to its maximum."""
+    return NeuroonClient(neuroon_http, sleep=fake_clock.sleep, clock=fake_clock, jitter=lambda high: high)
+
+
+@pytest.fixture
+def sandboxed_app(make_settings: SettingsFactory, sandbox: Sandbox) -> Iterator[TestClient]:
+    """The gateway (real app, real Redis) with the in-process sandbox as Neuroon."""
+    app = create_app(
+        make_settings(neuroon_api_url="http://neuroon.sandbox"),
+        neuroon_transport=httpx.ASGITransport(app=sandbox.app),
+    )
+    with TestClient(app) as test_client:
         yield test_client
