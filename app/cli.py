@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 from app.logging import configure_logging, redact_secrets
 from app.settings import ConfigError, Settings, load_settings
 
@@ -86,18 +86,21 @@ def _start_demo_sandbox(shop_id: str, key: str, shop_url: str, host: str, port: 
 
     sandbox = create_sandbox([SandboxShop(shop_id, key, shop_url, name="Demo shop")])
     sandbox.shops[shop_id].apply_sync("INCREMENTAL", [dict(p) for p in DEMO_PRODUCTS])
-    server = SandboxServer(sandbox.app, host, port)
-    try:
-        server.start()
-    except RuntimeError as exc:
-        raise fail(f"{exc}; choose another --port (the sandbox takes port + 1)", 1) from None
-    return server
+    # port + 1 is easy to remember; when it is taken, any free port will do (the banner shows it).
+    for candidate in (port, free_port()):
+        server = SandboxServer(sandbox.app, host, candidate)
+        try:
+            server.start()
+        except RuntimeError:
+            continue
+        return server
+    raise fail("the Neuroon sandbox of demo mode could not listen on any port", 1)
 
 
 @contextlib.contextmanager
 def _dev_environment(settings: Settings, host: str, port: int) -> Iterator[Settings]:
     """For `serve --dev`: an embedded Redis unless REDIS_URL is set; without credentials, a demo shop
-    and a local Neuroon sandbox on port + 1 that the gateway is pointed at."""
+    and a local Neuroon sandbox on port + 1 (or a free port) that the gateway is pointed at."""
     overrides: dict[str, Any] = {}
     embedded: EmbeddedRedis | None = None
     sandbox_server: SandboxServer | None = None
@@ -130,7 +133,7 @@ def _dev_environment(settings: Settings, host: str, port: int) -> Iterator[Setti
             (settings.gateway_data_dir / "redis.url").unlink(missing_ok=True)
 
 
-def _banner(settings: Settings, host: str, port: int) -> str:
+def _banner(settings: Settings, host: str, port: int, *, embedded_redis: bool) -> str:
     base = f"http://{host}:{port}"
     sandbox = settings.neuroon_api_url
     lines = ["", "neuroon-gateway is serving on " + base]
@@ -162,7 +165,9 @@ def _banner(settings: Settings, host: str, port: int) -> str:
         ]
     lines += [
         "",
-        "Ctrl-C stops the gateway" + (" and its embedded Redis." if settings.redis_url else "."),
+        "Ctrl-C stops the gateway"
+        + (", its embedded Redis" if embedded_redis else "")
+        + (" and the sandbox." if settings.demo else "."),
         "",
     ]
     return "\n".join(lines)
@@ -189,7 +194,10 @@ def serve(
     from app.main import create_app
 
     settings = _load()
-    configure_logging(settings.gateway_log_format)
+    # Development reads better as console lines, unless the format was chosen explicitly.
+    explicit = "gateway_log_format" in settings.model_fields_set
+    configure_logging("console" if dev and not explicit else settings.gateway_log_format)
+    embedded_redis = dev and settings.redis_url is None
     with contextlib.ExitStack() as stack:
         if dev:
             settings = stack.enter_context(_dev_environment(settings, host, port))
@@ -199,7 +207,7 @@ def serve(
             app = create_app(settings)
         except ConfigError as exc:
             raise fail(str(exc)) from None
-        typer.echo(_banner(settings, host, port), err=True)
+        typer.echo(_banner(settings, host, port, embedded_redis=embedded_redis), err=True)
         config = uvicorn.Config(
             app,
             host=host,
@@ -431,7 +439,8 @@ def sandbox(
         Path | None,
         typer.Option(
             "--shops-file",
-            help="TOML file of [[shops]] (id, key or key_file, shop_url). Default: the gateway's own shops "
+            help="TOML file listing shops (each with id, key or key_file, shop_url). "
+            "Default: the gateway's own shops "
             "(NEUROON_SHOP_ID/NEUROON_API_KEY or GATEWAY_SHOPS_FILE), else the demo shop.",
         ),
     ] = None,

@@ -1,10 +1,11 @@
 """Per-client rate limits shared by all replicas through Redis, without a Redis trip per request.
 
 Each replica counts hits locally and adds them to the client's fixed one-minute window in Redis
-at most every ``sync_interval`` seconds, or at once when the client nears its limit. Replicas
-therefore see each other's hits with a lag of at most ``sync_interval``, while the hot path
-stays in-process. When Redis is unreachable the limiter fails open: it lets requests through
-rather than turning a Redis outage into an outage of the storefront.
+every ``sync_interval`` seconds, and sooner the closer the client gets to its limit (at the end,
+on every hit). The hot path of a client well within its limit stays in-process; a client at its
+limit is held to it across replicas, give or take a hit or two in flight. When Redis is
+unreachable the limiter fails open: it lets requests through rather than turning a Redis outage
+into an outage of the storefront.
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ class RateLimiter:
         if state is None or state.window != window:
             state = self._clients[client] = _Window(window)
         state.pending += 1
-        near_limit = state.known_total + state.pending >= self.per_minute
-        if near_limit or self._mono() - state.last_sync >= self._sync_interval:
+        # Sync by time, and also whenever our unsynced hits reach a sixteenth of what is left of the
+        # budget: far from the limit that is rare, near it every hit is counted in Redis at once,
+        # so replicas admitting hits the others have not seen yet overshoot by a few at most.
+        batch = max(1, (self.per_minute - state.known_total) // 16)
+        if state.pending >= batch or self._mono() - state.last_sync >= self._sync_interval:
             try:
                 state.known_total = await self._store.add_to_window(
                     self.name, client, window, state.pending, WINDOW_SECONDS * 2

@@ -143,7 +143,10 @@ def _env_secret(value: SecretStr | None, file: Path | None, var: str) -> SecretS
 class Settings(BaseSettings):
     """Configuration from the environment and `.env` (interface.md §2)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # An empty variable counts as unset (a copied .env.example must not set empty secrets).
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     neuroon_shop_id: str | None = None
     neuroon_api_key: SecretStr | None = None

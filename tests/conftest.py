@@ -1,6 +1,6 @@
 """Shared fixtures: a real Redis-protocol server for the session, settings isolated from the
-developer's environment, and the real app behind TestClient (as a context manager, so the
-lifespan runs)."""
+developer's environment, the real app behind TestClient (as a context manager, so the
+lifespan runs), and the Neuroon sandbox in-process with the real client over it, on a fake clock."""
 
 from __future__ import annotations
 

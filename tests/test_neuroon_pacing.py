@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from decimal import Decimal
 
@@ -13,9 +14,9 @@ from app.neuroon.endpoints import Limit
 from app.neuroon.errors import NeuroonRateLimited
 from app.neuroon.models import ConversionRequest, Product
 from app.neuroon.pacing import UpstreamLimiter
-from app.sandbox import Fault, Sandbox
+from app.sandbox import Fault, Sandbox, SandboxShop, create_sandbox
 from app.shops import Shop
-from tests.conftest import SHOP_ID, FakeClock
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, FakeClock
 
 
 def _batch(i: int) -> list[Product]:
@@ -82,9 +83,9 @@ async def test_documented_verify_limit_paces_the_sixth_call(fake_clock: FakeCloc
 async def test_remaining_zero_waits_for_the_window_to_end(fake_clock: FakeClock) -> None:
     limiter = UpstreamLimiter(limits={}, clock=fake_clock, sleep=fake_clock.sleep)
     await limiter.acquire("s", "delete_product")
-    limiter.observe("s", "delete_product", fake_clock(), limit=2, remaining=1)
+    limiter.observe("s", "delete_product", limit=2, remaining=1)
     await limiter.acquire("s", "delete_product")
-    limiter.observe("s", "delete_product", fake_clock(), limit=2, remaining=0)
+    limiter.observe("s", "delete_product", limit=2, remaining=0)
     assert await limiter.acquire("s", "delete_product") == 60  # the default window, counted from its start
 
 
@@ -118,3 +119,48 @@ async def test_after_a_long_429_the_next_call_is_refused_locally(
     fake_clock.now += 120
     await client.track_conversion(shop, conversion, attempts=1)
     assert sandbox.statuses() == [429, 200]
+
+
+async def test_concurrent_calls_share_the_learnt_budget_without_a_429(shop: Shop) -> None:
+    """Overlapping requests, in real time with a short window (the fake clock cannot overlap sleeps):
+    an answer does not count the requests still in flight, and the client must not take their share."""
+    window = 0.4
+    sandbox = create_sandbox(
+        [SandboxShop(SHOP_ID, CANARY_KEY, SHOP_URL)], rate_limits={"sync_products": Limit(8, window)}
+    )
+    sandbox.latency = 0.01  # requests really overlap
+    limiter = UpstreamLimiter(limits={"sync_products": Limit(10_000, window)})  # only the headers bind
+    async with httpx.AsyncClient(base_url="http://n", transport=httpx.ASGITransport(app=sandbox.app)) as http:
+        client = NeuroonClient(http, attempts=1, limiter=limiter)
+        await client.sync_products(shop, _batch(0))  # the first answer tells the budget
+        await asyncio.gather(*(client.sync_products(shop, _batch(i)) for i in range(1, 21)))
+    assert sandbox.statuses("sync_products") == [200] * 21
+    assert limiter._buckets[(shop.id, "sync_products")].in_flight == 0
+
+
+async def test_a_request_that_got_no_answer_does_not_hold_budget(fake_clock: FakeClock) -> None:
+    limiter = UpstreamLimiter(limits={}, clock=fake_clock, sleep=fake_clock.sleep)
+    await limiter.acquire("s", "track_conversion")
+    limiter.observe("s", "track_conversion", None, None, answered=False)  # timeout, cancellation …
+    await limiter.acquire("s", "track_conversion")
+    limiter.observe("s", "track_conversion", limit=5, remaining=4)
+    assert limiter._buckets[("s", "track_conversion")].server_remaining == 4
+
+
+async def test_answers_without_headers_end_the_header_pacing(fake_clock: FakeClock) -> None:
+    limiter = UpstreamLimiter(limits={}, clock=fake_clock, sleep=fake_clock.sleep)
+    await limiter.acquire("s", "get_product")
+    limiter.observe("s", "get_product", limit=5, remaining=0)
+    await limiter.acquire("s", "get_product")  # waits for the window (60 s) to end
+    limiter.observe("s", "get_product", None, None)  # Neuroon stopped limiting
+    for _ in range(3):  # neither waits for a window nor for an answer in flight any more
+        assert await limiter.acquire("s", "get_product") == 0
+    assert fake_clock.sleeps == [60.0]
+
+
+async def test_requests_in_flight_count_against_the_reported_budget(fake_clock: FakeClock) -> None:
+    limiter = UpstreamLimiter(limits={}, clock=fake_clock, sleep=fake_clock.sleep)
+    for _ in range(3):
+        await limiter.acquire("s", "track_conversion")
+    limiter.observe("s", "track_conversion", limit=10, remaining=9)  # the first answer: two still out
+    assert limiter._buckets[("s", "track_conversion")].server_remaining == 7

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -18,6 +18,14 @@ from tests.conftest import CANARY_KEY, OTHER_KEY, SHOP_ID, SHOP_URL, FakeClock
 
 BASE = f"/api/plugin/shops/{SHOP_ID}"
 ENVELOPE_KEYS = {"timestamp", "status", "error", "message", "path"}
+
+
+@pytest.fixture(autouse=True)
+def no_sandbox_crash(sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Whatever a test sends, the sandbox never answers 500 (its catch-all for its own bugs)."""
+    yield
+    assert 500 not in sandbox.statuses()
+    assert not [r for r in caplog.records if r.getMessage() == "sandbox_handler_failed"]
 
 
 @pytest.fixture
@@ -456,3 +464,38 @@ def test_sandbox_shop_repr_hides_the_key() -> None:
         SandboxShop(SHOP_ID, "sk_bad")
     with pytest.raises(ValueError, match="listed twice"):
         create_sandbox([shop, SandboxShop(SHOP_ID, OTHER_KEY)])
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://[::1", "://", "http://:99999", "https://shop.example:notaport", "\u00e9t\u00e9", "*"],
+)
+async def test_malformed_origin_is_a_403_not_a_crash(raw: httpx.AsyncClient, value: str) -> None:
+    for header in (b"Origin", b"Referer"):
+        response = await raw.get("/api/plugin/shops/me", headers={header: value.encode("latin-1")})
+        assert_envelope(response, 403)
+    token = sign_widget_token(SHOP_ID, CANARY_KEY, int(time.time()))
+    widget = await raw.get(
+        "/api/widget/search", headers={b"X-Widget-Token": token.encode(), b"Origin": value.encode("latin-1")}
+    )
+    assert widget.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00e9" * 10, "sk_" + "\u00e9" * 32, " " + CANARY_KEY, CANARY_KEY.upper()]
+)
+async def test_odd_key_headers_are_401(raw: httpx.AsyncClient, value: str) -> None:
+    raw.headers.pop("X-Shop-API-Key")
+    response = await raw.get("/api/plugin/shops/me", headers={b"X-Shop-API-Key": value.encode("latin-1")})
+    assert_envelope(response, 401)
+
+
+@pytest.mark.parametrize("token", ["\u00e9t\u00e9", "a:b:c", "=" * 8, "c2hvcF90ZXN0OjE=", "!" * 5000])
+async def test_odd_widget_tokens_are_401(raw: httpx.AsyncClient, token: str) -> None:
+    response = await raw.get("/api/widget/search", headers={b"X-Widget-Token": token.encode("latin-1")})
+    assert_envelope(response, 401)
+
+
+async def test_empty_origin_counts_as_absent(raw: httpx.AsyncClient) -> None:
+    # Browsers never send an empty Origin; treating it as absent keeps server-side callers working.
+    assert (await raw.get("/api/plugin/shops/me", headers={"Origin": ""})).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.cli import DEMO_SHOP_ID, _banner, _dev_environment
+from app.cli import DEMO_SHOP_ID, _banner, _dev_environment, _start_demo_sandbox
 from app.embedded_redis import free_port
 from app.main import create_app
 from app.settings import load_settings
@@ -29,8 +30,9 @@ def test_demo_mode_starts_the_sandbox_and_points_the_gateway_at_it(
     base = load_settings()
     with _dev_environment(base, "127.0.0.1", port) as settings:
         assert settings.demo
-        assert settings.neuroon_api_url == f"http://127.0.0.1:{port + 1}"
-        banner = _banner(settings, "127.0.0.1", port)
+        assert settings.neuroon_api_url.startswith("http://127.0.0.1:")  # port + 1 unless it is taken
+        banner = _banner(settings, "127.0.0.1", port, embedded_redis=False)
+        assert "Ctrl-C stops the gateway and the sandbox." in banner
         assert f"{settings.neuroon_api_url}/api/widget/search" in banner
         assert f"{settings.neuroon_api_url}/_sandbox/shops/{DEMO_SHOP_ID}/conversions" in banner
         key = (tmp_path / "var" / "demo-shop.key").read_text().strip()
@@ -49,7 +51,20 @@ def test_demo_mode_starts_the_sandbox_and_points_the_gateway_at_it(
         assert search.status_code == 200
         assert search.json()["products"]
     with pytest.raises(httpx.ConnectError):  # stopped with the gateway
-        httpx.get(f"http://127.0.0.1:{port + 1}/_sandbox/state")
+        httpx.get(f"{settings.neuroon_api_url}/_sandbox/state")
+
+
+def test_demo_sandbox_falls_back_to_a_free_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        server = _start_demo_sandbox(DEMO_SHOP_ID, CANARY_KEY, SHOP_URL, "127.0.0.1", busy)
+        try:
+            assert server.url != f"http://127.0.0.1:{busy}"
+            assert httpx.get(f"{server.url}/_sandbox/state").json()["shops"] == [DEMO_SHOP_ID]
+        finally:
+            server.stop()
 
 
 def test_sandbox_command_serves_shops_from_a_toml_file(tmp_path: Path) -> None:

@@ -163,3 +163,25 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(make_settings: Sett
         for i in range(3):
             response = client.get("/v1/widget-token", headers={"X-Forwarded-For": f"203.0.113.{i}"})
         assert response.status_code == 429  # spoofed addresses do not dodge the limit
+
+
+def test_rotated_key_file_is_used_while_running(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(CANARY_KEY)
+    new_key = "sk_" + "5a" * 16
+    settings = make_settings(
+        neuroon_api_key=None, neuroon_api_key_file=key_file, gateway_key_reload_interval=0.05
+    )
+    with TestClient(create_app(settings)) as client:
+        old = client.get("/v1/widget-token").json()
+        verify_widget_token(old["token"], SHOP_ID, CANARY_KEY, now=time.time())
+        key_file.write_text(new_key)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            token = client.get("/v1/widget-token").json()["token"]
+            if token != old["token"]:
+                break
+            time.sleep(0.05)
+        verify_widget_token(token, SHOP_ID, new_key, now=time.time())
+        for _ in range(5):
+            assert client.get("/v1/widget-token").json()["token"] == token

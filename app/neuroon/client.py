@@ -300,67 +300,17 @@ class NeuroonClient:
         accept: tuple[int, ...] = (),
         attempts: int | None = None,
     ) -> httpx.Response:
+        """One call: up to ``attempts`` requests; a 2xx (or a status in ``accept``) is returned."""
         total = attempts or self.attempts
         request_headers = self._headers(shop, headers, content is not None)
-        key = shop.api_key.get_secret_value()
         for attempt in range(1, total + 1):
-            try:
-                await self.limiter.acquire(shop.id, operation, max_wait=self.max_retry_wait)
-            except WouldWait as verdict:
-                # Our own pacing (a documented limit, Neuroon's headers, an earlier 429) says Neuroon
-                # would refuse for longer than we may wait: the caller gets the wait, Neuroon no request.
-                log.info(
-                    "neuroon_paced",
-                    extra={"operation": str(operation), "shop": shop.id, "wait": round(verdict.seconds, 3)},
-                )
-                raise NeuroonRateLimited(operation, verdict.seconds) from None
-            sent_at = self._clock()
-            started = time.perf_counter()
-            error: NeuroonError
-            wait: float | None = None
-            try:
-                response = await self.http.request(
-                    method, path, content=content, params=params, headers=request_headers
-                )
-            except httpx.TimeoutException:
-                label, error = "timeout", NeuroonUnavailable(operation, "timed out")
-            except httpx.HTTPError as exc:
-                # Only the exception's type: its text may name the URL, never needed here.
-                label, error = (
-                    "network_error",
-                    NeuroonUnavailable(operation, f"cannot reach Neuroon ({type(exc).__name__})"),
-                )
-            else:
-                label = str(response.status_code)
-                self.limiter.observe(
-                    shop.id,
-                    operation,
-                    sent_at,
-                    _int_header(response, "X-RateLimit-Limit"),
-                    _int_header(response, "X-RateLimit-Remaining"),
-                )
-                status = response.status_code
-                if 200 <= status < 300 or status in accept:
-                    self._record(operation, label, started)
-                    return response
-                body = parse_error_body(response.content, response.reason_phrase or f"HTTP {status}")
-                message = body.message.replace(key, REDACTED)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if status == 429:
-                    asked = retry_after if retry_after is not None else body.retry_after
-                    wait = asked if asked is not None else self._backoff(attempt)
-                    self.limiter.block(shop.id, operation, wait)
-                    error = NeuroonRateLimited(operation, wait)
-                elif status >= 500:
-                    wait = retry_after
-                    error = NeuroonUnavailable(operation, f"HTTP {status}: {message}", status=status)
-                else:
-                    self._record(operation, label, started)
-                    details = [d.replace(key, REDACTED) for d in body.details]
-                    raise NeuroonRejected(operation, status, message, details)
-            self._record(operation, label, started)
-            if wait is None:
-                wait = self._backoff(attempt)
+            await self._pace(operation, shop)
+            outcome = await self._attempt(
+                operation, shop, method, path, content, params, request_headers, accept, attempt
+            )
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            error, wait = outcome
             if attempt == total or wait > self.max_retry_wait:
                 # Waiting less than Neuroon asked would only earn another refusal: hand the wait to the
                 # caller (the delivery worker reschedules; the CLI reports).
@@ -371,12 +321,77 @@ class NeuroonClient:
                     "operation": str(operation),
                     "shop": shop.id,
                     "attempt": attempt,
-                    "outcome": label,
+                    "error": str(error),
                     "wait": round(wait, 3),
                 },
             )
             await self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _pace(self, operation: Operation, shop: Shop) -> None:
+        try:
+            await self.limiter.acquire(shop.id, operation, max_wait=self.max_retry_wait)
+        except WouldWait as verdict:
+            # Our own pacing (a documented limit, Neuroon's headers, an earlier 429) says Neuroon would
+            # refuse for longer than we may wait: the caller gets the wait, Neuroon no request.
+            log.info(
+                "neuroon_paced",
+                extra={"operation": str(operation), "shop": shop.id, "wait": round(verdict.seconds, 3)},
+            )
+            raise NeuroonRateLimited(operation, verdict.seconds) from None
+
+    async def _attempt(
+        self,
+        operation: Operation,
+        shop: Shop,
+        method: str,
+        path: str,
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+        accept: tuple[int, ...],
+        attempt: int,
+    ) -> httpx.Response | tuple[NeuroonError, float]:
+        """One request: the response, or a retryable error with the wait before the next attempt.
+        A final refusal (4xx other than 429) is raised at once."""
+        started = time.perf_counter()
+        try:
+            response = await self.http.request(method, path, content=content, params=params, headers=headers)
+        except BaseException as exc:  # cancellation included: the limiter must see every request end
+            self.limiter.observe(shop.id, operation, None, None, answered=False)
+            if isinstance(exc, httpx.TimeoutException):
+                self._record(operation, "timeout", started)
+                return NeuroonUnavailable(operation, "timed out"), self._backoff(attempt)
+            if isinstance(exc, httpx.HTTPError):
+                self._record(operation, "network_error", started)
+                # Only the exception's type: its text may name the URL, never needed here.
+                reason = f"cannot reach Neuroon ({type(exc).__name__})"
+                return NeuroonUnavailable(operation, reason), self._backoff(attempt)
+            raise
+        self._record(operation, str(response.status_code), started)
+        self.limiter.observe(
+            shop.id,
+            operation,
+            _int_header(response, "X-RateLimit-Limit"),
+            _int_header(response, "X-RateLimit-Remaining"),
+        )
+        status = response.status_code
+        if 200 <= status < 300 or status in accept:
+            return response
+        key = shop.api_key.get_secret_value()
+        body = parse_error_body(response.content, response.reason_phrase or f"HTTP {status}")
+        message = body.message.replace(key, REDACTED)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            asked = retry_after if retry_after is not None else body.retry_after
+            wait = asked if asked is not None else self._backoff(attempt)
+            self.limiter.block(shop.id, operation, wait)
+            return NeuroonRateLimited(operation, wait), wait
+        if status >= 500:
+            wait = retry_after if retry_after is not None else self._backoff(attempt)
+            return NeuroonUnavailable(operation, f"HTTP {status}: {message}", status=status), wait
+        details = [d.replace(key, REDACTED) for d in body.details]
+        raise NeuroonRejected(operation, status, message, details)
 
     @staticmethod
     def _record(operation: Operation, label: str, started: float) -> None:

@@ -6,7 +6,9 @@ Two sources of truth, the stricter wins:
 * what Neuroon tells us: ``X-RateLimit-Limit``/``X-RateLimit-Remaining`` on every rate-limited answer.
   Neuroon sends no reset time (``X-RateLimit-Reset`` is "never" emitted, neuroon-api.md §8.2), so we
   estimate the window's end from when we saw the window start, always erring late. When the remaining
-  budget runs low we spread it over what is left of the window; at zero we wait for the window to end.
+  budget runs low we spread it over what is left of the window; at zero we wait for the window to end,
+  then send one request and wait for its answer to learn the new budget. Requests still in flight
+  count against the budget an answer reports.
 
 A 429 blocks the key for its ``Retry-After``. The state is per process: several replicas share Neuroon's
 budget without knowing of each other, and then the header pacing is what keeps them under it.
@@ -45,6 +47,8 @@ class _Bucket:
     server_limit: int | None = None
     server_remaining: int | None = None
     window_end: float = float("-inf")
+    in_flight: int = 0  # sent, answer not yet seen
+    answered: asyncio.Event | None = None  # set when a request in flight ends
 
 
 class UpstreamLimiter:
@@ -75,7 +79,8 @@ class UpstreamLimiter:
         limit = self._limits.get(operation)
         return limit.window if limit else DEFAULT_WINDOW
 
-    def _wait(self, bucket: _Bucket, operation: str, now: float) -> float:
+    def _wait(self, bucket: _Bucket, operation: str, now: float) -> float | None:
+        """Seconds to wait before sending, or None: wait for the answer of a request in flight."""
         waits = [bucket.blocked_until - now]
         limit = self._limits.get(operation)
         if limit is not None:
@@ -83,11 +88,15 @@ class UpstreamLimiter:
                 bucket.sent.popleft()
             if len(bucket.sent) >= limit.requests:
                 waits.append(bucket.sent[0] + limit.window - now)
+        if bucket.server_remaining is not None and now >= bucket.window_end:
+            # The window we knew about is over; the next answer tells the new budget.
+            bucket.server_remaining = None
+        if bucket.server_limit is not None and bucket.server_remaining is None and bucket.in_flight:
+            # Neuroon limits this key but we do not know the new window's budget yet: let the request
+            # in flight find out rather than sending a burst into it.
+            return None
         if bucket.server_remaining is not None and bucket.server_limit:
-            if now >= bucket.window_end:
-                # The window we knew about is over: Neuroon's next answer tells us the new budget.
-                bucket.server_remaining = None
-            elif bucket.server_remaining <= 0:
+            if bucket.server_remaining <= 0:
                 waits.append(bucket.window_end - now)
             elif bucket.server_remaining < self._low_water * bucket.server_limit:
                 gap = (bucket.window_end - bucket.last_sent) / (bucket.server_remaining + 1)
@@ -96,6 +105,7 @@ class UpstreamLimiter:
 
     async def acquire(self, shop_id: str, operation: str, *, max_wait: float = float("inf")) -> float:
         """Wait until a request may go out, and count it as sent. Returns the seconds waited.
+        Every acquire must be followed by one ``observe`` when the request ends, however it ends.
 
         Raises WouldWait instead of sleeping longer than ``max_wait`` in one go (a verify after five in
         five minutes would otherwise hold its caller for minutes).
@@ -106,6 +116,10 @@ class UpstreamLimiter:
             while True:
                 now = self._clock()
                 wait = self._wait(bucket, operation, now)
+                if wait is None:
+                    bucket.answered = asyncio.Event()
+                    await bucket.answered.wait()
+                    continue
                 if wait <= 0:
                     break
                 if wait > max_wait:
@@ -113,6 +127,7 @@ class UpstreamLimiter:
                 await self._sleep(wait)
                 waited += wait
             bucket.sent.append(now)
+            bucket.in_flight += 1
             if bucket.server_remaining is not None:
                 bucket.server_remaining -= 1  # until Neuroon's answer says otherwise
             bucket.last_sent = now
@@ -121,19 +136,35 @@ class UpstreamLimiter:
         return waited
 
     def observe(
-        self, shop_id: str, operation: str, sent_at: float, limit: int | None, remaining: int | None
+        self,
+        shop_id: str,
+        operation: str,
+        limit: int | None,
+        remaining: int | None,
+        *,
+        answered: bool = True,
     ) -> None:
-        """Record Neuroon's X-RateLimit-Limit/Remaining from the answer to a request sent at ``sent_at``."""
-        if limit is None or remaining is None or limit <= 0:
-            return
+        """A request ended: Neuroon answered (with these X-RateLimit-Limit/Remaining, None when absent),
+        or did not (``answered=False``: timeout, connection error, cancellation)."""
         bucket = self._bucket(shop_id, operation)
+        bucket.in_flight = max(0, bucket.in_flight - 1)
+        if bucket.answered is not None:
+            bucket.answered.set()
+        if not answered:
+            return
+        if limit is None or remaining is None or limit <= 0:
+            # This endpoint is not rate limited (any more): stop waiting for news of its budget.
+            bucket.server_limit = bucket.server_remaining = None
+            return
+        # Requests still in flight may not be counted in this answer yet: assume they will be.
+        remaining = max(0, remaining - bucket.in_flight)
         previous = bucket.server_remaining
         if previous is None or remaining > previous or bucket.server_limit != limit:
-            # A window we had not seen start: it began at or before this request was sent, so counting
-            # from the send time puts its end at or after the real one.
-            bucket.window_end = sent_at + self._window(operation)
+            # A window we had not seen start. It began before Neuroon answered, so counting from now
+            # puts its end at or after the real one.
+            bucket.window_end = self._clock() + self._window(operation)
         bucket.server_limit = limit
-        bucket.server_remaining = max(0, remaining)
+        bucket.server_remaining = remaining
 
     def block(self, shop_id: str, operation: str, seconds: float) -> None:
         """Neuroon refused with 429: nothing more for this key until ``Retry-After`` has passed."""

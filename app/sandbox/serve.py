@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -25,7 +26,13 @@ class SandboxServer:
         )
         self.server = uvicorn.Server(config)
         self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self.server.run, name="neuroon-sandbox", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="neuroon-sandbox", daemon=True)
+
+    def _run(self) -> None:
+        # uvicorn exits with SystemExit when it cannot bind; in a thread that would be an unhandled
+        # exception. start() sees the thread end and reports the failure instead.
+        with contextlib.suppress(SystemExit):
+            self.server.run()
 
     def start(self, timeout: float = 10.0) -> str:
         self._thread.start()

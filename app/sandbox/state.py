@@ -65,12 +65,11 @@ def normalize_site(value: str) -> str:
     URLs, so we keep their host and port (a Referer's path is not part of the site)."""
     text = value.strip().lower()
     if "://" in text:
-        parts = urlsplit(text)
-        host = parts.hostname or ""
         try:
-            port = parts.port
-        except ValueError:
-            port = None
+            parts = urlsplit(text)
+            host, port = parts.hostname or "", parts.port
+        except ValueError:  # "http://[::1", a port that is not a number: matches no shop
+            return "\x00malformed"
         text = f"{host}:{port}" if port else host
     else:
         text = text.split("/", 1)[0]

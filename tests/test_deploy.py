@@ -1,0 +1,76 @@
+"""The Dockerfile and deploy manifests are code: these tests hold them to what the README promises."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def instructions(name: str) -> list[str]:
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    return [line.split(None, 1)[1] for line in joined.splitlines() if line.upper().startswith(name + " ")]
+
+
+def test_image_is_multi_stage_from_a_pinned_base() -> None:
+    assert len(instructions("FROM")) >= 2
+    (base,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.M)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), "pin the exact Python patch release"
+
+
+def test_image_runs_as_a_fixed_non_root_uid() -> None:
+    (user,) = instructions("USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) >= 1000
+
+
+def test_image_starts_the_gateway_in_exec_form_with_a_health_check() -> None:
+    (cmd,) = instructions("CMD")
+    assert cmd.startswith("[")
+    assert cmd.startswith('["neuroon-gateway", "serve"')
+    assert '"0.0.0.0"' in cmd
+    (health,) = instructions("HEALTHCHECK")
+    assert "/livez" in health
+    assert "CMD [" in health
+
+
+def test_image_copies_only_files_that_exist() -> None:
+    for copy in instructions("COPY"):
+        if copy.startswith("--from"):
+            continue
+        *sources, _ = shlex.split(copy)
+        for source in sources:
+            assert (ROOT / source).exists(), source
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    return data
+
+
+def test_compose_redis_is_durable_and_never_evicts() -> None:
+    redis = compose()["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert redis["healthcheck"]["test"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_compose_gateway_reads_its_key_from_a_secret_file() -> None:
+    services = compose()["services"]
+    gateway = services["gateway"]
+    env = gateway["environment"]
+    assert "NEUROON_API_KEY" not in env
+    assert env["NEUROON_API_KEY_FILE"] == "/run/secrets/neuroon_api_key"
+    assert gateway["secrets"] == ["neuroon_api_key"]
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert gateway["healthcheck"]["test"]
+    assert env["REDIS_URL"].startswith("redis://redis:")

@@ -1,0 +1,85 @@
+"""Per-client limits: shared by replicas through Redis, client address judged by trusted proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from app.ratelimit import RateLimiter, client_address
+from app.store import Store, connect
+from tests.conftest import CANARY_KEY, SHOP_ID
+from tests.support import run_gateway
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.0.2.1/32"))
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("203.0.113.9", None, "203.0.113.9"),
+        ("203.0.113.9", "198.51.100.1", "203.0.113.9"),  # an untrusted peer's header is ignored
+        ("10.1.2.3", "198.51.100.1", "198.51.100.1"),
+        ("10.1.2.3", "6.6.6.6, 198.51.100.1, 192.0.2.1", "198.51.100.1"),  # skip trusted hops only
+        ("10.1.2.3", "10.9.9.9", "10.9.9.9"),  # every hop trusted: the left-most
+        ("10.1.2.3", "not-an-ip", "10.1.2.3"),
+        ("10.1.2.3", " , ", "10.1.2.3"),
+        ("testclient", "198.51.100.1", "testclient"),
+        (None, None, "unknown"),
+    ],
+)
+def test_client_address(peer: str | None, forwarded: str | None, expected: str) -> None:
+    assert client_address(peer, forwarded, TRUSTED) == expected
+
+
+@pytest.fixture
+async def store(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[Store]:
+    client = connect(redis_url)
+    yield Store(client)
+    await client.aclose()
+
+
+async def test_replicas_share_one_budget(store: Store) -> None:
+    replicas = [RateLimiter(store, "test", 10, sync_interval=0) for _ in range(3)]
+    allowed = 0
+    for i in range(30):
+        if await replicas[i % 3].hit("198.51.100.7") is None:
+            allowed += 1
+    assert allowed == 10
+
+
+async def test_batched_replicas_overshoot_by_no_more_than_their_unsynced_hits(store: Store) -> None:
+    # Between syncs each replica admits hits the others have not seen; near the limit it syncs on
+    # every hit, so five replicas hammering at once still hold the client to (almost) its limit.
+    replicas = [RateLimiter(store, "test", 50) for _ in range(5)]
+    allowed = sum([await replicas[i % 5].hit("198.51.100.8") is None for i in range(400)])
+    assert 50 <= allowed <= 52
+
+
+async def test_clients_are_limited_separately(store: Store) -> None:
+    limiter = RateLimiter(store, "test", 2, sync_interval=0)
+    assert [await limiter.hit("a") for _ in range(3)][-1] is not None
+    assert await limiter.hit("b") is None
+
+
+def test_forwarded_for_from_a_trusted_proxy_names_the_client(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    env = {
+        "NEUROON_SHOP_ID": SHOP_ID,
+        "NEUROON_API_KEY": CANARY_KEY,
+        "REDIS_URL": redis_url,
+        "GATEWAY_TOKEN_RATE_LIMIT": "2",
+        "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    with run_gateway(["serve"], env, tmp_path) as gateway, httpx.Client(base_url=gateway.base_url) as http:
+        for client in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+            statuses = [
+                http.get("/v1/widget-token", headers={"X-Forwarded-For": client}).status_code
+                for _ in range(3)
+            ]
+            assert statuses == [200, 200, 429]
