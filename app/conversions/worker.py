@@ -106,7 +106,7 @@ class DeliveryWorker:
     # --- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until cancelled (or ``stop``)."""
+        """Deliver until cancelled (``drain`` first, to let deliveries in flight finish)."""
         log.info("worker_started", extra={"consumer": self.name, "concurrency": self.concurrency})
         loops = [asyncio.create_task(self._shop_loop(shop)) for shop in self.shops]
         loops.append(asyncio.create_task(self._lease_loop()))
@@ -163,6 +163,9 @@ class DeliveryWorker:
                 metrics.redis_errors.labels("delivery").inc()
                 log.warning("worker_redis_error", extra={"shop": shop.id, "error": type(exc).__name__})
                 await asyncio.sleep(REDIS_BACKOFF_SECONDS)
+            except Exception:  # a bug must not stop this shop's deliveries for good
+                log.exception("worker_loop_error", extra={"shop": shop.id})
+                await asyncio.sleep(REDIS_BACKOFF_SECONDS)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -173,7 +176,7 @@ class DeliveryWorker:
             for shop_id, ids in by_shop.items():
                 try:
                     await self.store.renew(shop_id, self.name, ids)
-                except (RedisError, OSError) as exc:
+                except Exception as exc:  # keep renewing the others; the lease is generous
                     log.warning(
                         "worker_lease_renewal_failed", extra={"shop": shop_id, "error": type(exc).__name__}
                     )
@@ -182,8 +185,8 @@ class DeliveryWorker:
         return max(1, self.concurrency - len(self._inflight))
 
     def _spawn(self, shop: Shop, entry: StreamEntry) -> None:
-        if entry.entry_id in self._inflight:
-            return
+        if entry.entry_id in self._inflight or self._stopping:
+            return  # when stopping, the entry stays pending and is taken over after its lease
         self._inflight[entry.entry_id] = entry
         if self.concurrency - len(self._inflight) < self._refill:
             self._slot_free.clear()
