@@ -237,6 +237,8 @@ async def receive_generic(intake: Intake, headers: Mapping[str, str], body: byte
             raise _signature_error(first_error)
         payload = _json(body)
         shop_id = payload.get("shopId") if isinstance(payload, dict) else None
+        if shop_id is not None and not isinstance(shop_id, str):
+            raise GatewayError(400, "malformed_payload", "shopId must be a string")
         if shop_id is not None:
             named = next((s for s in signed_by if s.id == shop_id), None)
             if named is None:
