@@ -84,6 +84,13 @@ def attribution_key(shop_id: str, cart_token: str) -> str:
 
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+# Acknowledge the stream entry ARGV[1] (if any) and delete it: the stream keeps only live work.
+_ACK_ENTRY = """
+if ARGV[1] ~= '' then
+  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+end
+"""
 
 # KEYS: order, stream, pending, ignored[, attribution]. ARGV: orderId, body, platform, ignored TTL,
 # then the productIds the payload left unattributed. The dedupe claim and the enqueue are this one
@@ -146,10 +153,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
-if ARGV[1] ~= '' then
-  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
-  redis.call('XDEL', KEYS[2], ARGV[1])
-end
+"""
+    + _ACK_ENTRY
+    + """
 if redis.call('HGET', KEYS[5], 'orderId') == ARGV[2] then redis.call('DEL', KEYS[5]) end
 return 1
 """
@@ -164,10 +170,9 @@ local due = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'state', 'delivering', 'round', ARGV[4], 'lastError', ARGV[5],
   'nextAttemptAt', due)
 redis.call('ZADD', KEYS[3], due, ARGV[2])
-if ARGV[1] ~= '' then
-  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
-  redis.call('XDEL', KEYS[2], ARGV[1])
-end
+"""
+    + _ACK_ENTRY
+    + """
 return 1
 """
 )
@@ -183,10 +188,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
-if ARGV[1] ~= '' then
-  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
-  redis.call('XDEL', KEYS[2], ARGV[1])
-end
+"""
+    + _ACK_ENTRY
+    + """
 if redis.call('HGET', KEYS[6], 'orderId') == ARGV[2] then redis.call('DEL', KEYS[6]) end
 return 1
 """
@@ -202,10 +206,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HDEL', KEYS[1], 'nextAttemptAt')
   redis.call('ZADD', KEYS[3], 0, ARGV[2])
 end
-if ARGV[1] ~= '' then
-  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
-  redis.call('XDEL', KEYS[2], ARGV[1])
-end
+"""
+    + _ACK_ENTRY
+    + """
 if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('HSET', KEYS[4], 'orderId', ARGV[2], 'reason', ARGV[3], 'since', now)
   return 1
