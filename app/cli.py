@@ -201,6 +201,8 @@ def serve(
     with contextlib.ExitStack() as stack:
         if dev:
             settings = stack.enter_context(_dev_environment(settings, host, port))
+        if no_worker:
+            settings = settings.model_copy(update={"gateway_run_worker": False})
         try:
             app = create_app(settings)
         except ConfigError as exc:
@@ -274,6 +276,159 @@ def token(
             await redis.aclose()
 
     typer.echo(asyncio.run(fetch()))
+
+
+def _redis_url(settings: Settings) -> str:
+    if settings.redis_url is None:
+        url_file = settings.gateway_data_dir / "redis.url"
+        if url_file.exists():  # a running `make run`
+            return url_file.read_text(encoding="utf-8").strip()
+        raise fail("REDIS_URL is not set")
+    return settings.redis_url.get_secret_value()
+
+
+def _shops(settings: Settings) -> Any:
+    from app.main import secret_values
+    from app.shops import ShopRegistry
+
+    try:
+        shops = ShopRegistry(settings.shops())
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    redact_secrets(secret_values(settings, shops))
+    return shops
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Deliveries in flight at once (default GATEWAY_WORKER_CONCURRENCY).", min=1),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port (default: none).", min=1, max=65535),
+    ] = None,
+) -> None:
+    """Run the conversion delivery worker only (any number of them may share one Redis)."""
+    from app.conversions.process import run_worker_process
+
+    settings = _load()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"gateway_worker_concurrency": concurrency})
+    configure_logging(settings.gateway_log_format)
+    shops = _shops(settings)
+    url = _redis_url(settings)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    asyncio.run(run_worker_process(settings, shops, url))
+
+
+dlq = typer.Typer(help="Conversions that could not be delivered: list, replay, drop.", no_args_is_help=True)
+cli.add_typer(dlq, name="dlq")
+
+
+def _with_store(settings: Settings, action: Any) -> Any:
+    from app.store import connect
+    from app.store.conversions import ConversionStore
+
+    url = _redis_url(settings)
+
+    async def run() -> Any:
+        redis = connect(url, socket_timeout=5.0)
+        try:
+            return await action(ConversionStore(redis))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+@dlq.command("list")
+def dlq_list(
+    shop: Annotated[str | None, typer.Option("--shop", help="Only this shop.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.", min=1)] = 100,
+) -> None:
+    """List dead letters: id, when, attempts, reason."""
+    from app.conversions import deadletters
+
+    settings = _load()
+    shops = _shops(settings)
+    try:
+        letters = _with_store(
+            settings, lambda store: deadletters.list_dead_letters(store, shops, shop, limit)
+        )
+    except deadletters.UnknownId:
+        raise fail("unknown shop") from None
+    if not letters:
+        typer.echo("no dead letters")
+    for letter in letters:
+        typer.echo(f"{letter.id}\t{letter.dead_lettered_at}\tattempts={letter.attempts}\t{letter.reason}")
+
+
+@dlq.command("replay")
+def dlq_replay(
+    ids: Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (shopId:orderId).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    shop: Annotated[str | None, typer.Option("--shop", help="With --all: only this shop.")] = None,
+) -> None:
+    """Queue dead letters for delivery again."""
+    from app.conversions import deadletters
+
+    settings = _load()
+    shops = _shops(settings)
+    if bool(ids) == all_:
+        raise fail("give dead-letter ids, or --all")
+
+    async def replay(store: Any) -> list[tuple[str, bool]]:
+        chosen = list(ids or [])
+        if all_:
+            chosen = [d.id for d in await deadletters.list_dead_letters(store, shops, shop, 1_000_000)]
+        results = []
+        for dead_letter_id in chosen:
+            try:
+                results.append((dead_letter_id, await deadletters.replay(store, shops, dead_letter_id)))
+            except deadletters.UnknownId:
+                results.append((dead_letter_id, False))
+        return results
+
+    try:
+        results = _with_store(settings, replay)
+    except deadletters.UnknownId:
+        raise fail("unknown shop") from None
+    _report(results, "replayed")
+
+
+@dlq.command("drop")
+def dlq_drop(ids: Annotated[list[str], typer.Argument(help="Dead-letter ids (shopId:orderId).")]) -> None:
+    """Discard dead letters for good (the orders still count as duplicates if sent again)."""
+    from app.conversions import deadletters
+
+    settings = _load()
+    shops = _shops(settings)
+    retention = settings.gateway_order_retention_days * 86_400
+
+    async def drop(store: Any) -> list[tuple[str, bool]]:
+        results = []
+        for dead_letter_id in ids:
+            try:
+                results.append(
+                    (dead_letter_id, await deadletters.drop(store, shops, dead_letter_id, retention))
+                )
+            except deadletters.UnknownId:
+                results.append((dead_letter_id, False))
+        return results
+
+    _report(_with_store(settings, drop), "dropped")
+
+
+def _report(results: list[tuple[str, bool]], verb: str) -> None:
+    for dead_letter_id, done in results:
+        typer.echo(f"{verb}: {dead_letter_id}" if done else f"not found: {dead_letter_id}")
+    if not all(done for _, done in results):
+        raise typer.Exit(1)
 
 
 @cli.command()

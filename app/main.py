@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
 from app import __version__, health
+from app.auth import build_admin_auth
+from app.conversions import admin as conversion_admin
+from app.conversions import routes as webhook_routes
+from app.conversions.intake import Intake
+from app.conversions.worker import DeliveryWorker, monitor_queues, running
 from app.errors import document_api, install_error_handlers
 from app.logging import redact_secrets
 from app.middleware import RequestMiddleware
@@ -21,8 +28,13 @@ from app.settings import ConfigError, Settings, load_settings
 from app.shops import ShopRegistry
 from app.state import GatewayState
 from app.store import Store, connect
+from app.store.conversions import ConversionStore
 from app.tokens import endpoint as token_endpoint
 from app.tokens.cache import TokenCache
+
+log = logging.getLogger(__name__)
+
+WORKER_SOCKET_TIMEOUT = 10.0
 
 
 def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
@@ -42,6 +54,17 @@ def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
     if admin:
         values.append(admin.get_secret_value())
     return values
+
+
+async def warn_if_redis_can_lose_conversions(store: ConversionStore) -> None:
+    """Queued conversions live in Redis: say so loudly when this Redis could drop them."""
+    try:
+        problems = await store.durability_problems()
+    except (RedisError, OSError) as exc:
+        log.warning("redis_durability_unknown", extra={"error": type(exc).__name__})
+        return
+    for problem in problems:
+        log.warning("redis_durability_risk", extra={"problem": problem})
 
 
 class Gateway(FastAPI):
@@ -70,11 +93,15 @@ def create_app(
         raise ConfigError("REDIS_URL is not set (only `serve --dev` starts an embedded Redis)")
     redis_url = settings.redis_url.get_secret_value()
     redact_secrets(secret_values(settings, shops))
+    admin_auth = build_admin_auth(
+        settings.secret("GATEWAY_ADMIN_JWT_SECRET"), settings.gateway_admin_jwks_url
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
         redis = connect(redis_url)
         store = Store(redis)
+        conversions = ConversionStore(redis)
         http = build_http_client(settings, neuroon_transport)
         state = GatewayState(
             settings=settings,
@@ -86,17 +113,31 @@ def create_app(
                 memory_ttl=settings.gateway_token_memory_ttl,
             ),
             token_limiter=RateLimiter(store, "widget_token", settings.gateway_token_rate_limit),
+            conversions=conversions,
+            intake=Intake(settings, shops, conversions),
+            attribution_limiter=RateLimiter(store, "attribution", settings.gateway_attribution_rate_limit),
             neuroon=NeuroonClient.from_settings(http, settings),
+            admin_auth=admin_auth,
         )
+        await warn_if_redis_can_lose_conversions(conversions)
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
-        try:
-            yield {"gateway": state}
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await http.aclose()
-            await redis.aclose()
+        monitor = asyncio.create_task(monitor_queues(conversions, shops))
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.gateway_run_worker:
+                # Its own connections: they block on stream reads, longer than the API's timeout allows.
+                worker_redis = connect(redis_url, socket_timeout=WORKER_SOCKET_TIMEOUT)
+                stack.push_async_callback(worker_redis.aclose)
+                worker = DeliveryWorker(ConversionStore(worker_redis), shops, state.neuroon, settings)
+                await stack.enter_async_context(running(worker))
+            try:
+                yield {"gateway": state}
+            finally:
+                for task in (watcher, monitor):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        await http.aclose()
+        await redis.aclose()
 
     app = Gateway(
         title="neuroon-gateway",
@@ -107,4 +148,6 @@ def create_app(
     install_error_handlers(app)
     document_api(app, token_endpoint.OPENAPI_PATH, token_endpoint.OPENAPI_SCHEMAS)
     app.include_router(health.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(conversion_admin.router)
     return app

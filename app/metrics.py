@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 PREFIX = "neuroon_gateway_"
 
@@ -41,6 +41,46 @@ redis_errors = Counter(
     PREFIX + "redis_errors_total",
     "Redis operations that failed (the gateway degraded instead of failing the request).",
     ["operation"],
+)
+
+# --- order webhooks and conversion delivery ---------------------------------------------------
+webhooks_received = Counter(
+    PREFIX + "webhooks_received_total",
+    "Order webhooks received, by platform (shopify, woocommerce, generic) and outcome "
+    "(accepted, duplicate, ignored, ping, invalid_signature, malformed, too_large, "
+    "unsupported_media_type, unknown_shop, error).",
+    ["platform", "outcome"],
+)
+conversions = Counter(
+    PREFIX + "conversions_total",
+    "Orders by final outcome: delivered to Neuroon, dead-lettered, or ignored (no attributable line).",
+    ["shop", "outcome"],
+)
+conversion_queue_depth = Gauge(
+    PREFIX + "conversion_queue_depth",
+    "Accepted orders not yet delivered nor dead-lettered (queued, in flight or waiting for a retry).",
+    ["shop"],
+)
+conversion_oldest_pending = Gauge(
+    PREFIX + "conversion_oldest_pending_seconds",
+    "Age of the oldest accepted order not yet delivered nor dead-lettered (0 when none).",
+    ["shop"],
+)
+dead_letters = Gauge(
+    PREFIX + "conversion_dead_letters",
+    "Orders in the dead-letter list, waiting for an operator.",
+    ["shop"],
+)
+delivery_attempts = Counter(
+    PREFIX + "delivery_attempts_total",
+    "Conversion delivery attempts by the worker (each includes the client's immediate retries), by result "
+    "(delivered, unavailable, rate_limited, rejected, auth_failure, error).",
+    ["shop", "result"],
+)
+delivery_paused = Gauge(
+    PREFIX + "delivery_paused",
+    "1 while conversion delivery for the shop is paused because Neuroon refused its key (401/403).",
+    ["shop"],
 )
 upstream_requests = Counter(
     PREFIX + "upstream_requests_total",

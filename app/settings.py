@@ -7,6 +7,8 @@ never its value; the CLI turns that into exit code 2.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 import tomllib
@@ -96,6 +98,18 @@ class ShopConfig(BaseModel):
         check_api_key(v.get_secret_value())
         return v
 
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _standard_webhook_secrets(cls, v: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in v:
+            try:
+                key = base64.b64decode(secret.get_secret_value().removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not key:
+                raise ValueError("must be a Standard Webhooks secret: 'whsec_' followed by base64")
+        return v
+
     @field_validator("shop_url")
     @classmethod
     def _url_shape(cls, v: str | None) -> str | None:
@@ -166,6 +180,33 @@ class Settings(BaseSettings):
     gateway_key_reload_interval: float = Field(default=2.0, gt=0, le=3600)
     gateway_data_dir: Path = Path("var")
 
+    # Order webhooks and conversion delivery (docs/orders.md, "Configuration").
+    # Largest webhook body accepted, in bytes (413 above it). Big Shopify orders stay well under 1 MiB.
+    gateway_webhook_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Which product id is sent to Neuroon as productId: it must be the externalId that the catalog
+    # sync sends (the SKU by default), since the widget's click cookie is keyed by it.
+    gateway_product_id_field: Literal["sku", "product_id", "variant_id"] = "sku"
+    # Test orders (Shopify `test: true`) are ignored unless this is set.
+    gateway_include_test_orders: bool = False
+    # Standard Webhooks replay window: webhook-timestamp may be this far from now, either way.
+    gateway_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=86_400)
+    # Delayed retries after the client's immediate ones, in seconds; then the dead-letter list.
+    # The default reaches ~92 h, beyond a long weekend of Neuroon trouble.
+    gateway_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        60, 300, 1800, 7200, 21_600, 43_200, 86_400, 86_400, 86_400,
+    )  # fmt: skip
+    # Deliveries in flight at once per worker process (Neuroon answers in tens of milliseconds).
+    gateway_worker_concurrency: int = Field(default=64, ge=1, le=1024)
+    # A delivery whose worker has not renewed its lease for this long is taken over by another worker.
+    gateway_worker_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # While a shop is paused (Neuroon said 401/403), one delivery is tried this often to resume.
+    gateway_pause_probe_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    # How long an accepted order is remembered once finished (duplicate detection, admin look-ups).
+    gateway_order_retention_days: int = Field(default=90, ge=1, le=3650)
+    # Requests per minute per client address to POST /v1/attribution; 0 turns the limit off.
+    gateway_attribution_rate_limit: int = Field(default=120, ge=0)
+    # Run the delivery worker inside `serve` (`serve --no-worker` turns it off).
+    gateway_run_worker: bool = True
     # The Neuroon client (docs/neuroon.md): seconds one request may take; attempts per call (1 = no
     # retry); the longest wait between attempts, Retry-After included: a 429 asking for longer is
     # handed to the caller at once instead of being waited out.
@@ -181,6 +222,20 @@ class Settings(BaseSettings):
     def _split_origins(cls, v: Any) -> Any:
         if isinstance(v, str):
             return tuple(origin_of(o) for o in v.split(",") if o.strip())
+        return v
+
+    @field_validator("gateway_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(float(p) for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator("gateway_retry_schedule")
+    @classmethod
+    def _schedule_shape(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(d < 0 for d in v):
+            raise ValueError("delays must be seconds >= 0, comma-separated")
         return v
 
     @field_validator("gateway_trusted_proxies", mode="before")

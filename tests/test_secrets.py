@@ -13,7 +13,7 @@ from tests.conftest import CANARY_KEY, SHOP_ID
 from tests.support import run_gateway
 
 WEBHOOK_CANARY = "whsec_Y2FuYXJ5LXdlYmhvb2stc2VjcmV0LTEyMzQ1"
-ADMIN_CANARY = "admin-canary-secret-6f1d2c"
+ADMIN_CANARY = "admin-canary-secret-6f1d2c-9b8a7e6d5c4b"  # HS256 keys need >= 32 bytes
 ROTATED_KEY = "sk_" + "9e" * 16
 
 

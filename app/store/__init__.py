@@ -55,16 +55,17 @@ class StoredToken:
     ttl_seconds: float  # time left before refreshAfter, measured by Redis
 
 
-def connect(url: str) -> aioredis.Redis:
+def connect(url: str, *, socket_timeout: float = 1.0) -> aioredis.Redis:
     """A client with short timeouts: the gateway degrades rather than waits when Redis is slow.
 
     redis-py's default retries for seconds with backoff; one quick retry is enough to replace a
     connection that Redis closed, and anything longer would stall requests during an outage.
+    The delivery worker's client gets a longer ``socket_timeout``: it blocks on stream reads.
     """
     return aioredis.Redis.from_url(
         url,
         socket_connect_timeout=0.5,
-        socket_timeout=1.0,
+        socket_timeout=socket_timeout,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     )

@@ -1,0 +1,1 @@
+"""Order webhooks to Neuroon conversions: intake per platform, attribution, durable queue, delivery."""

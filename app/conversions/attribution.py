@@ -1,0 +1,184 @@
+"""Attribution: which search led to each order line, from the widget's ``neuroon_clicks`` cookie.
+
+The cookie is a JSON object ``{externalId: searchLogId}``, maybe URL-encoded, and cut at 4096
+bytes when it grows past that: a cut value still yields every complete pair before the cut.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from starlette.requests import Request
+
+from app.errors import GatewayError
+from app.neuroon.models import ConversionItem, ConversionRequest
+from app.ratelimit import client_address
+from app.shops import Shop
+
+if TYPE_CHECKING:
+    from app.conversions.orders import Order
+    from app.state import GatewayState
+    from app.store.conversions import ConversionStore
+
+COOKIE_NAME = "neuroon_clicks"
+# Order attributes (Shopify note_attributes, WooCommerce meta_data) that carry the cookie's value.
+# The underscore form is hidden from the shopper in Shopify and protected in WooCommerce.
+ATTRIBUTE_NAMES = frozenset({"neuroon_clicks", "_neuroon_clicks"})
+
+MAX_CLICKS = 500
+MAX_KEY_LENGTH = 256
+MAX_RAW_LENGTH = 64 * 1024
+MAX_BODY_BYTES = 16 * 1024
+MAX_CART_TOKEN_LENGTH = 256
+
+# One complete "key": "value" pair of a JSON object, string literals with escapes.
+_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def parse_clicks(raw: Any) -> dict[str, str]:
+    """productId → searchLogId from a cookie value, an attribute value or a decoded object.
+
+    Never raises: what cannot be read is simply not attribution.
+    """
+    if isinstance(raw, Mapping):
+        return _clean(raw.items())
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_RAW_LENGTH:
+        return {}
+    text = raw.strip()
+    for candidate in (text, unquote(text)):
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, Mapping):
+            return _clean(value.items())
+        if isinstance(value, str):  # a JSON string holding the JSON object (double-encoded)
+            return parse_clicks(value) if value != raw else {}
+        return {}
+    # Truncated (or otherwise broken): keep every complete pair.
+    decoded = unquote(text) if "%" in text else text
+    pairs = []
+    for match in _PAIR.finditer(decoded):
+        try:
+            pairs.append((json.loads(f'"{match.group(1)}"'), json.loads(f'"{match.group(2)}"')))
+        except ValueError:
+            continue
+    return _clean(pairs)
+
+
+def _clean(items: Any) -> dict[str, str]:
+    clicks: dict[str, str] = {}
+    for key, value in items:
+        if (
+            isinstance(key, str)
+            and isinstance(value, str)
+            and 0 < len(key) <= MAX_KEY_LENGTH
+            and 0 < len(value) <= MAX_KEY_LENGTH
+        ):
+            clicks[key] = value
+            if len(clicks) >= MAX_CLICKS:
+                break
+    return clicks
+
+
+def needs_stored_clicks(order: Order) -> bool:
+    """Whether some line is still unattributed by the payload alone (so the store is worth asking)."""
+    return any(_from_payload(order, line.product_id, line.search_log_id) is None for line in order.lines)
+
+
+def _from_payload(order: Order, product_id: str | None, own: str | None) -> str | None:
+    if own:
+        return own
+    if product_id is None:
+        return None
+    for clicks in order.clicks:
+        found = clicks.get(product_id)
+        if found:
+            return found
+    return None
+
+
+def to_conversion(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> ConversionRequest | None:
+    """The conversion to send: attributed lines only, or None when no line is attributable.
+
+    Sources, in order: the line's own searchLogId, the payload's clicks, the order's attributes,
+    then clicks posted to /v1/attribution for the order's cart.
+    """
+    items = []
+    for line in order.lines:
+        search_log_id = _from_payload(order, line.product_id, line.search_log_id)
+        if search_log_id is None and line.product_id is not None:
+            search_log_id = next((c[line.product_id] for c in stored if c.get(line.product_id)), None)
+        if search_log_id is None or line.product_id is None:
+            continue
+        items.append(
+            ConversionItem(
+                product_id=line.product_id,
+                search_log_id=search_log_id,
+                quantity=line.quantity,
+                line_total=line.line_total,
+            )
+        )
+    if not items:
+        return None
+    return ConversionRequest(
+        order_id=order.order_id, order_value=order.order_value, currency=order.currency, conversions=items
+    )
+
+
+# --- POST /v1/attribution -----------------------------------------------------------------
+
+
+async def enforce_rate_limit(state: GatewayState, request: Request) -> None:
+    peer = request.client.host if request.client else None
+    client = client_address(
+        peer, request.headers.get("x-forwarded-for"), state.settings.gateway_trusted_proxies
+    )
+    wait = await state.attribution_limiter.hit(client)
+    if wait is not None:
+        raise GatewayError(
+            429,
+            "rate_limited",
+            "too many attribution requests from this address",
+            headers={"retry-after": str(wait)},
+        )
+
+
+async def remember(
+    store: ConversionStore, shop: Shop, headers: Mapping[str, str], body: bytes, cookies: Mapping[str, str]
+) -> None:
+    """Keep the clicks of a cart for 7 days: from the body's ``clicks``, else the request's cookie."""
+    kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # text/plain is what navigator.sendBeacon sends, and needs no CORS preflight.
+    if kind not in ("application/json", "text/plain"):
+        raise GatewayError(415, "unsupported_media_type", "expected Content-Type application/json")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise GatewayError(400, "malformed_payload", "the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "malformed_payload", "the body must be a JSON object")
+    cart_token = payload.get("cartToken")
+    if not isinstance(cart_token, str) or not 0 < len(cart_token) <= MAX_CART_TOKEN_LENGTH:
+        raise GatewayError(
+            400, "malformed_payload", f"cartToken must be a string of 1-{MAX_CART_TOKEN_LENGTH} characters"
+        )
+    if not cart_token.isprintable():
+        raise GatewayError(400, "malformed_payload", "cartToken must be printable")
+    raw = payload.get("clicks", cookies.get(COOKIE_NAME))
+    if raw is not None and not isinstance(raw, (str, dict)):
+        raise GatewayError(400, "malformed_payload", "clicks must be an object or the cookie's value")
+    clicks = parse_clicks(raw)
+    if clicks:
+        await store.put_clicks(shop.id, cart_token, clicks)
+
+
+@functools.cache
+def script() -> bytes:
+    return resources.files("app.conversions").joinpath("static/attribution.js").read_bytes()

@@ -1,0 +1,293 @@
+"""Webhook intake, in the strict order: raw bytes → constant-time signature check → parse →
+dedupe + durable enqueue (one atomic step) → answer.
+
+Bad input of any kind is a ``GatewayError`` with a 4xx; nothing is queued for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from app import metrics
+from app.conversions import orders
+from app.conversions.attribution import needs_stored_clicks, to_conversion
+from app.conversions.signatures import InvalidSignature, verify_hmac_base64, verify_standard_webhook
+from app.errors import GatewayError
+from app.settings import Settings, origin_of
+from app.shops import Shop, ShopRegistry
+from app.store.conversions import ConversionStore
+
+log = logging.getLogger(__name__)
+
+Platform = Literal["shopify", "woocommerce", "generic"]
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What intake needs: the shops, the conversion store and the settings."""
+
+    settings: Settings
+    shops: ShopRegistry
+    store: ConversionStore
+
+
+# --- reading the request --------------------------------------------------------------------
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to exceed ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise GatewayError(400, "malformed_payload", "Content-Length is not a number")
+        if int(declared) > max_bytes:
+            raise _too_large(max_bytes)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> GatewayError:
+    return GatewayError(413, "payload_too_large", f"the body exceeds {max_bytes} bytes")
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def require_json(headers: Mapping[str, str]) -> None:
+    kind = media_type(headers)
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise GatewayError(
+            415, "unsupported_media_type", f"expected Content-Type application/json, got {kind or 'none'}"
+        )
+
+
+def is_woocommerce_ping(headers: Mapping[str, str], body: bytes) -> bool:
+    """WooCommerce's unsigned creation ping: a form body ``webhook_id=<n>`` and no signature."""
+    if media_type(headers) != "application/x-www-form-urlencoded":
+        return False
+    name, sep, value = body.partition(b"=")
+    return name == b"webhook_id" and bool(sep) and value.isdigit() and len(value) <= 20
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, "malformed_payload", f"the body is not valid JSON: {exc}") from None
+
+
+# --- outcome accounting ---------------------------------------------------------------------
+
+_OUTCOME_OF_CODE = {
+    "invalid_signature": "invalid_signature",
+    "malformed_payload": "malformed",
+    "payload_too_large": "too_large",
+    "unsupported_media_type": "unsupported_media_type",
+    "unknown_shop": "unknown_shop",
+}
+
+
+@contextlib.contextmanager
+def counted(platform: Platform) -> Iterator[None]:
+    """Count every webhook by platform and outcome, including the refused ones."""
+    try:
+        yield
+    except GatewayError as exc:
+        metrics.webhooks_received.labels(platform, _OUTCOME_OF_CODE.get(exc.code, "error")).inc()
+        raise
+    except Exception:
+        metrics.webhooks_received.labels(platform, "error").inc()
+        raise
+
+
+def _reply(platform: Platform, outcome: str, body: dict[str, Any]) -> dict[str, Any]:
+    metrics.webhooks_received.labels(platform, outcome).inc()
+    return body
+
+
+# --- shop resolution ------------------------------------------------------------------------
+
+
+def _unknown_shop(what: str) -> GatewayError:
+    return GatewayError(404, "unknown_shop", f"no configured shop matches {what}")
+
+
+def shopify_shop(shops: ShopRegistry, domain: str | None) -> Shop:
+    wanted = (domain or "").strip().lower()
+    for shop in shops:
+        configured = shop.config.platform_domain
+        if configured and wanted and configured.strip().lower() == wanted:
+            return shop
+    single = shops.single
+    if single is not None and not single.config.platform_domain:
+        return single
+    raise _unknown_shop("X-Shopify-Shop-Domain")
+
+
+def _site(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return origin_of(url if "://" in url else f"https://{url}")
+    except ValueError:
+        return None
+
+
+def woocommerce_shop(shops: ShopRegistry, source: str | None) -> Shop:
+    wanted = _site(source)
+    for shop in shops:
+        configured = _site(shop.config.platform_domain) or _site(shop.config.shop_url)
+        if wanted and configured == wanted:
+            return shop
+    single = shops.single
+    if single is not None and not single.config.platform_domain:
+        return single
+    raise _unknown_shop("X-WC-Webhook-Source")
+
+
+# --- the three receivers --------------------------------------------------------------------
+
+
+def _signature_error(exc: InvalidSignature) -> GatewayError:
+    return GatewayError(401, "invalid_signature", str(exc))
+
+
+async def receive_shopify(intake: Intake, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    with counted("shopify"):
+        require_json(headers)
+        shop = shopify_shop(intake.shops, headers.get("x-shopify-shop-domain"))
+        try:
+            verify_hmac_base64(
+                body, headers.get("x-shopify-hmac-sha256"), shop.config.shopify_webhook_secrets
+            )
+        except InvalidSignature as exc:
+            raise _signature_error(exc) from None
+        field = intake.settings.gateway_product_id_field
+        return await _accept(
+            intake,
+            "shopify",
+            shop,
+            lambda: orders.parse_shopify(_json(body), headers.get("x-shopify-topic"), field),
+        )
+
+
+async def receive_woocommerce(intake: Intake, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    with counted("woocommerce"):
+        if is_woocommerce_ping(headers, body):
+            return _reply("woocommerce", "ping", {"status": "ok"})
+        require_json(headers)
+        shop = woocommerce_shop(intake.shops, headers.get("x-wc-webhook-source"))
+        try:
+            verify_hmac_base64(
+                body, headers.get("x-wc-webhook-signature"), shop.config.woocommerce_webhook_secrets
+            )
+        except InvalidSignature as exc:
+            raise _signature_error(exc) from None
+        field = intake.settings.gateway_product_id_field
+        return await _accept(
+            intake,
+            "woocommerce",
+            shop,
+            lambda: orders.parse_woocommerce(_json(body), headers.get("x-wc-webhook-topic"), field),
+        )
+
+
+async def receive_generic(intake: Intake, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    with counted("generic"):
+        require_json(headers)
+        # The shop is named inside the body, which may be read only once it is authentic: check
+        # the signature against every shop's secrets, then keep the shop the body names.
+        signed_by = []
+        first_error = InvalidSignature("no shop has a Standard Webhooks secret configured")
+        for shop in intake.shops:
+            try:
+                verify_standard_webhook(
+                    body,
+                    headers.get("webhook-id"),
+                    headers.get("webhook-timestamp"),
+                    headers.get("webhook-signature"),
+                    shop.config.webhook_secrets,
+                    now=time.time(),
+                    tolerance=intake.settings.gateway_webhook_tolerance_seconds,
+                )
+                signed_by.append(shop)
+            except InvalidSignature as exc:
+                if shop.config.webhook_secrets:
+                    first_error = exc
+        if not signed_by:
+            raise _signature_error(first_error)
+        payload = _json(body)
+        shop_id = payload.get("shopId") if isinstance(payload, dict) else None
+        if shop_id is not None:
+            named = next((s for s in signed_by if s.id == shop_id), None)
+            if named is None:
+                raise _unknown_shop("shopId (or the body is not signed with its secret)")
+            shop = named
+        elif len(signed_by) == 1:
+            shop = signed_by[0]
+        else:
+            raise GatewayError(
+                400, "malformed_payload", "shopId is required: several shops share this secret"
+            )
+        return await _accept(intake, "generic", shop, lambda: orders.parse_generic(payload)[1])
+
+
+async def _accept(intake: Intake, platform: Platform, shop: Shop, parse: Any) -> dict[str, Any]:
+    try:
+        order: orders.Order = parse()
+    except orders.Malformed as exc:
+        raise GatewayError(400, "malformed_payload", str(exc)) from None
+    except orders.Ignored as exc:
+        return _reply(platform, "ignored", {"status": "ignored", "reason": str(exc)})
+    if order.test and not intake.settings.gateway_include_test_orders:
+        return _reply(
+            platform, "ignored", {"status": "ignored", "reason": "test order", "orderId": order.order_id}
+        )
+    stored: tuple[dict[str, str], ...] = ()
+    if order.cart_token and needs_stored_clicks(order):
+        stored = (await intake.store.get_clicks(shop.id, order.cart_token),)
+    try:
+        conversion = to_conversion(order, stored)
+    except ValidationError as exc:  # e.g. a line total computed past 15 digits
+        fields = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+        raise GatewayError(
+            400, "malformed_payload", f"the order cannot be sent to Neuroon: {fields}"
+        ) from None
+    if conversion is None:
+        if await intake.store.first_ignored(shop.id, order.order_id):
+            metrics.conversions.labels(shop.id, "ignored").inc()
+        log.info(
+            "order_ignored", extra={"shop": shop.id, "order_id": order.order_id, "reason": "unattributed"}
+        )
+        return _reply(
+            platform,
+            "ignored",
+            {"status": "ignored", "reason": "no line is attributable to a search", "orderId": order.order_id},
+        )
+    accepted, state = await intake.store.enqueue(
+        shop.id, order.order_id, orjson.dumps(conversion.to_wire()), platform
+    )
+    if not accepted:
+        return _reply(
+            platform, "duplicate", {"status": "duplicate", "orderId": order.order_id, "state": state}
+        )
+    log.info("order_accepted", extra={"shop": shop.id, "order_id": order.order_id, "platform": platform})
+    return _reply(platform, "accepted", {"status": "accepted", "orderId": order.order_id})

@@ -1,0 +1,94 @@
+"""Order webhook endpoints (interface.md §3.2): thin handlers over ``intake``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from app.conversions import attribution, intake
+from app.cors import check_origin, cors_headers, preflight_headers
+from app.deps import StateDep
+from app.errors import GatewayError
+from app.tokens.endpoint import resolve_shop
+
+router = APIRouter(tags=["order webhooks"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "accepted (durably queued), duplicate, or ignored with a reason"},
+    400: {"description": "malformed_payload, naming the problem"},
+    401: {"description": "invalid_signature"},
+    404: {"description": "unknown_shop"},
+    413: {"description": "payload_too_large"},
+    415: {"description": "unsupported_media_type"},
+}
+
+
+@router.post("/v1/webhooks/shopify", summary="Shopify order webhook", responses=_RESPONSES)
+async def shopify_webhook(request: Request, state: StateDep) -> dict[str, Any]:
+    body = await intake.read_body(request, state.settings.gateway_webhook_max_bytes)
+    return await intake.receive_shopify(state.intake, request.headers, body)
+
+
+@router.post("/v1/webhooks/woocommerce", summary="WooCommerce order webhook", responses=_RESPONSES)
+async def woocommerce_webhook(request: Request, state: StateDep) -> dict[str, Any]:
+    body = await intake.read_body(request, state.settings.gateway_webhook_max_bytes)
+    return await intake.receive_woocommerce(state.intake, request.headers, body)
+
+
+@router.post("/v1/webhooks/orders", summary="Generic order webhook (Standard Webhooks)", responses=_RESPONSES)
+async def generic_webhook(request: Request, state: StateDep) -> dict[str, Any]:
+    body = await intake.read_body(request, state.settings.gateway_webhook_max_bytes)
+    return await intake.receive_generic(state.intake, request.headers, body)
+
+
+# --- storefront attribution -----------------------------------------------------------------
+
+
+@router.post(
+    "/v1/attribution",
+    summary="Remember the shopper's clicks for a cart (browser)",
+    status_code=204,
+    tags=["attribution"],
+    responses={
+        400: {"description": "malformed_payload"},
+        403: {"description": "origin_not_allowed"},
+        413: {"description": "payload_too_large"},
+        415: {"description": "unsupported_media_type"},
+        429: {"description": "rate_limited, with Retry-After"},
+    },
+)
+async def post_attribution(
+    request: Request, state: StateDep, shop_id: str | None = Query(None, alias="shopId", max_length=128)
+) -> Response:
+    origin = request.headers.get("origin")
+    shop = resolve_shop(state, shop_id, origin)
+    check_origin(shop, origin)
+    await attribution.enforce_rate_limit(state, request)
+    body = await intake.read_body(request, attribution.MAX_BODY_BYTES)
+    await attribution.remember(state.conversions, shop, request.headers, body, request.cookies)
+    return Response(status_code=204, headers=cors_headers(origin))
+
+
+@router.options("/v1/attribution", include_in_schema=False)
+async def attribution_preflight(
+    request: Request, state: StateDep, shop_id: str | None = Query(None, alias="shopId", max_length=128)
+) -> Response:
+    origin = request.headers.get("origin")
+    if origin is None:
+        raise GatewayError(400, "not_a_preflight", "a CORS preflight carries an Origin header")
+    check_origin(resolve_shop(state, shop_id, origin), origin)
+    headers = preflight_headers(
+        origin, "POST, OPTIONS", request.headers.get("access-control-request-headers")
+    )
+    return Response(status_code=204, headers=headers)
+
+
+@router.get("/v1/attribution.js", summary="The storefront attribution script", tags=["attribution"])
+async def attribution_script() -> Response:
+    return Response(
+        attribution.script(),
+        media_type="text/javascript",
+        headers={"cache-control": "public, max-age=3600", "access-control-allow-origin": "*"},
+    )

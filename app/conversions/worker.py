@@ -1,0 +1,364 @@
+"""The delivery worker: takes accepted orders from each shop's stream and reports them to Neuroon.
+
+Any number of workers, in any number of processes, share one Redis through a consumer group:
+- each entry goes to one worker; the worker renews a lease on the entries it holds, and a
+  worker that dies (kill -9) stops renewing, so after ``lease`` seconds another takes them over;
+- the outcome of an attempt is recorded in one atomic step that also acknowledges the entry:
+  delivered (never sent again), retry later (delayed set), dead letter, or shop paused;
+- Neuroon's immediate retries (3, backoff + jitter, Retry-After) happen inside the client; after
+  them the order waits in the delayed set for the next step of ``gateway_retry_schedule``;
+- 401/403 pause the whole shop (nothing is dropped): one worker at a time probes with a real
+  delivery every ``gateway_pause_probe_seconds`` and resumes the shop once it goes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import orjson
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from app import metrics
+from app.neuroon.errors import NeuroonRateLimited, NeuroonRejected, NeuroonUnavailable
+from app.neuroon.models import ConversionRequest
+from app.settings import Settings
+from app.shops import Shop, ShopRegistry
+from app.store.conversions import ConversionStore, StreamEntry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# An order whose attempts keep crashing workers (or keep failing for any reason) ends in the
+# dead-letter list instead of circulating for ever.
+MAX_ATTEMPTS = 100
+READ_BLOCK_MS = 1000
+READ_BATCH = 100
+REDIS_BACKOFF_SECONDS = 1.0
+
+
+class ConversionSender(Protocol):
+    """What the worker needs from the Neuroon client."""
+
+    async def track_conversion(
+        self, shop: Shop, conversion: ConversionRequest, *, attempts: int | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    schedule: tuple[float, ...]
+    jitter: float = 0.1
+
+    def delay(self, round_: int, retry_after: float | None = None) -> float | None:
+        """Seconds before the next delayed retry, or None when the schedule is exhausted."""
+        if round_ >= len(self.schedule):
+            return None
+        base = self.schedule[round_]
+        delay = base * random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311 - spreading retries
+        return max(delay, retry_after or 0.0)
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: ConversionStore,
+        shops: ShopRegistry,
+        sender: ConversionSender,
+        settings: Settings,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.shops = shops
+        self.sender = sender
+        self.name = name or consumer_name()
+        self.concurrency = settings.gateway_worker_concurrency
+        self.lease_ms = int(settings.gateway_worker_lease_seconds * 1000)
+        self.probe_interval = settings.gateway_pause_probe_seconds
+        self.retention_seconds = settings.gateway_order_retention_days * 86_400
+        self.policy = RetryPolicy(settings.gateway_retry_schedule)
+        self._inflight: dict[str, StreamEntry] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
+        self._slot_free.set()
+        self._stopping = False
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until cancelled (or ``stop``)."""
+        log.info("worker_started", extra={"consumer": self.name, "concurrency": self.concurrency})
+        loops = [asyncio.create_task(self._shop_loop(shop)) for shop in self.shops]
+        loops.append(asyncio.create_task(self._lease_loop()))
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking work and let deliveries in flight finish (up to ``grace`` seconds).
+
+        What is still in flight after that stays pending in Redis: another worker (or this one,
+        restarted) takes it over when its lease runs out, so nothing is lost.
+        """
+        self._stopping = True
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _shop_loop(self, shop: Shop) -> None:
+        last_reclaim = float("-inf")
+        group_ready = False
+        while not self._stopping:
+            try:
+                if not group_ready:
+                    await self.store.ensure_group(shop.id)
+                    group_ready = True
+                paused = await self.store.paused(shop.id)
+                metrics.delivery_paused.labels(shop.id).set(1 if paused else 0)
+                if paused:
+                    await self._probe(shop, paused)
+                    await asyncio.sleep(min(1.0, self.probe_interval))
+                    continue
+                await self.store.promote_due(shop.id)
+                await self._slot_free.wait()
+                if time.monotonic() - last_reclaim >= self.lease_ms / 2000:
+                    last_reclaim = time.monotonic()
+                    for entry in await self.store.reclaim(shop.id, self.name, self.lease_ms, self._free()):
+                        self._spawn(shop, entry)
+                    await self._slot_free.wait()
+                entries = await self.store.read_new(
+                    shop.id, self.name, min(self._free(), READ_BATCH), READ_BLOCK_MS
+                )
+                for entry in entries:
+                    self._spawn(shop, entry)
+            except (RedisError, OSError) as exc:
+                metrics.redis_errors.labels("delivery").inc()
+                log.warning("worker_redis_error", extra={"shop": shop.id, "error": type(exc).__name__})
+                await asyncio.sleep(REDIS_BACKOFF_SECONDS)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            by_shop: dict[str, list[str]] = {}
+            for entry in list(self._inflight.values()):
+                by_shop.setdefault(entry.shop_id, []).append(entry.entry_id)
+            for shop_id, ids in by_shop.items():
+                try:
+                    await self.store.renew(shop_id, self.name, ids)
+                except (RedisError, OSError) as exc:
+                    log.warning(
+                        "worker_lease_renewal_failed", extra={"shop": shop_id, "error": type(exc).__name__}
+                    )
+
+    def _free(self) -> int:
+        return max(1, self.concurrency - len(self._inflight))
+
+    def _spawn(self, shop: Shop, entry: StreamEntry) -> None:
+        if entry.entry_id in self._inflight:
+            return
+        self._inflight[entry.entry_id] = entry
+        if len(self._inflight) >= self.concurrency:
+            self._slot_free.clear()
+        task = asyncio.create_task(self._deliver(shop, entry))
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            self._inflight.pop(entry.entry_id, None)
+            if len(self._inflight) < self.concurrency:
+                self._slot_free.set()
+
+        task.add_done_callback(done)
+
+    # --- one delivery ----------------------------------------------------------------------
+
+    async def _deliver(self, shop: Shop, entry: StreamEntry) -> None:
+        try:
+            record = await self.store.begin_attempt(entry)
+        except (RedisError, OSError) as exc:
+            # The entry stays pending; its lease runs out and it is taken over.
+            log.warning("delivery_begin_failed", extra={"shop": shop.id, "error": type(exc).__name__})
+            return
+        if record is None:
+            return  # already delivered or dead-lettered: acknowledged, nothing to send
+        order_id = entry.order_id
+        attempts = int(record.get("attempts", "1"))
+        round_ = int(record.get("round", "0"))
+        conversion = _conversion(record)
+        if conversion is None:
+            await self._dead_letter(shop, order_id, entry.entry_id, "stored body is unreadable")
+            return
+        if attempts > MAX_ATTEMPTS:
+            await self._dead_letter(shop, order_id, entry.entry_id, f"gave up after {attempts - 1} attempts")
+            return
+        retry_after: float | None = None
+        try:
+            await self.sender.track_conversion(shop, conversion)
+        except NeuroonRejected as exc:
+            if exc.is_auth_failure:
+                metrics.delivery_attempts.labels(shop.id, "auth_failure").inc()
+                await self._pause(shop, order_id, entry.entry_id, _reason(exc))
+                return
+            metrics.delivery_attempts.labels(shop.id, "rejected").inc()
+            await self._dead_letter(shop, order_id, entry.entry_id, _reason(exc))
+            return
+        except NeuroonRateLimited as exc:
+            metrics.delivery_attempts.labels(shop.id, "rate_limited").inc()
+            retry_after, error = exc.retry_after, _reason(exc)
+        except NeuroonUnavailable as exc:
+            metrics.delivery_attempts.labels(shop.id, "unavailable").inc()
+            error = _reason(exc)
+        except Exception as exc:  # a bug must not lose the order: retry it on the schedule
+            metrics.delivery_attempts.labels(shop.id, "error").inc()
+            log.exception("delivery_unexpected_error", extra={"shop": shop.id, "order_id": order_id})
+            error = f"unexpected error: {type(exc).__name__}"
+        else:
+            metrics.delivery_attempts.labels(shop.id, "delivered").inc()
+            await self._record(
+                lambda: self.store.mark_delivered(shop.id, order_id, entry.entry_id, self.retention_seconds)
+            )
+            metrics.conversions.labels(shop.id, "delivered").inc()
+            log.info(
+                "conversion_delivered", extra={"shop": shop.id, "order_id": order_id, "attempts": attempts}
+            )
+            return
+        delay = self.policy.delay(round_, retry_after)
+        if delay is None:
+            await self._dead_letter(
+                shop, order_id, entry.entry_id, f"gave up after {attempts} attempts: {error}"
+            )
+            return
+        await self._record(
+            lambda: self.store.retry_later(
+                shop.id, order_id, entry.entry_id, int(delay * 1000), round_ + 1, error
+            )
+        )
+        log.warning(
+            "conversion_retry_scheduled",
+            extra={"shop": shop.id, "order_id": order_id, "delay_seconds": round(delay, 1), "error": error},
+        )
+
+    async def _dead_letter(self, shop: Shop, order_id: str, entry_id: str | None, reason: str) -> None:
+        await self._record(lambda: self.store.dead_letter(shop.id, order_id, entry_id, reason))
+        metrics.conversions.labels(shop.id, "dead_lettered").inc()
+        log.error("conversion_dead_lettered", extra={"shop": shop.id, "order_id": order_id, "reason": reason})
+
+    async def _pause(self, shop: Shop, order_id: str, entry_id: str | None, reason: str) -> None:
+        newly = await self._record(lambda: self.store.pause(shop.id, order_id, entry_id, reason))
+        metrics.delivery_paused.labels(shop.id).set(1)
+        if newly:
+            log.error("delivery_paused", extra={"shop": shop.id, "reason": reason})
+
+    async def _record(self, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Record an outcome, retrying Redis briefly (every step is idempotent). If it still fails,
+        the entry's lease runs out and the order is attempted again: a resend is harmless, since
+        Neuroon dedupes by orderId."""
+        for attempt in range(3):
+            try:
+                return await step()
+            except (RedisError, OSError) as exc:
+                log.warning("delivery_record_failed", extra={"error": type(exc).__name__, "attempt": attempt})
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return None
+
+    # --- paused shops ----------------------------------------------------------------------
+
+    async def _probe(self, shop: Shop, paused: dict[str, str]) -> None:
+        """One real delivery, by one worker per interval: its success resumes the shop."""
+        if not await self.store.acquire_probe(shop.id, self.name, int(self.probe_interval * 1000)):
+            return
+        order_id = paused.get("orderId") or await self.store.next_delayed(shop.id)
+        record = await self.store.order(shop.id, order_id) if order_id else None
+        conversion = (
+            _conversion(record) if record and record.get("state") in ("accepted", "delivering") else None
+        )
+        if order_id is None or conversion is None:
+            await self._resume(shop)  # nothing left to prove the key with: the next delivery will tell
+            return
+        try:
+            await self.sender.track_conversion(shop, conversion, attempts=1)
+        except NeuroonRejected as exc:
+            if exc.is_auth_failure:
+                metrics.delivery_attempts.labels(shop.id, "auth_failure").inc()
+                return
+            metrics.delivery_attempts.labels(shop.id, "rejected").inc()
+            # Past authentication: the key works again; this order itself is refused.
+            await self._dead_letter(shop, order_id, None, _reason(exc))
+            await self._resume(shop)
+        except (NeuroonRateLimited, NeuroonUnavailable):
+            return  # no verdict on the key; probe again later
+        else:
+            metrics.delivery_attempts.labels(shop.id, "delivered").inc()
+            await self.store.mark_delivered(shop.id, order_id, None, self.retention_seconds)
+            metrics.conversions.labels(shop.id, "delivered").inc()
+            await self._resume(shop)
+
+    async def _resume(self, shop: Shop) -> None:
+        await self.store.resume(shop.id)
+        metrics.delivery_paused.labels(shop.id).set(0)
+        log.warning("delivery_resumed", extra={"shop": shop.id})
+
+
+def _conversion(record: dict[str, str]) -> ConversionRequest | None:
+    try:
+        return ConversionRequest.model_validate(orjson.loads(record["body"]))
+    except (KeyError, orjson.JSONDecodeError, ValidationError):
+        return None
+
+
+def _reason(exc: Exception) -> str:
+    # Our Neuroon exceptions never carry the key; keep the reason short for Redis and the admin API.
+    return str(exc)[:500]
+
+
+async def monitor_queues(store: ConversionStore, shops: ShopRegistry, interval: float = 5.0) -> None:
+    """Keep the queue gauges current, from Redis (so every process reports the same numbers)."""
+    while True:
+        for shop in shops:
+            try:
+                stats = await store.stats(shop.id)
+            except (RedisError, OSError):
+                metrics.redis_errors.labels("queue_stats").inc()
+                continue
+            metrics.conversion_queue_depth.labels(shop.id).set(stats.depth)
+            age = 0.0
+            if stats.oldest_accepted_ms is not None:
+                age = max(0.0, stats.server_time_ms - stats.oldest_accepted_ms) / 1000
+            metrics.conversion_oldest_pending.labels(shop.id).set(age)
+            metrics.delivery_paused.labels(shop.id).set(1 if stats.paused else 0)
+            metrics.dead_letters.labels(shop.id).set(stats.dead_letters)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: DeliveryWorker, *, grace: float = 10.0) -> AsyncIterator[DeliveryWorker]:
+    """Run a worker for the duration of a block (the lifespan), draining it on the way out."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.drain(grace)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

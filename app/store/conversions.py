@@ -1,0 +1,499 @@
+"""The conversion key space: order records, the delivery stream, delayed retries, dead letters,
+paused shops and posted clicks. Every multi-key step is one Lua script over keys of one shop,
+which share the ``{shopId}`` hash tag (so this works on Redis Cluster).
+
+Per shop (``<p>`` = ``ngw:v1:conv:{shopId}``):
+
+- ``<p>:order:<orderId>`` hash: the order's record (state, body, attempts, last error, times).
+  Its existence is the dedupe claim. No TTL while the order is pending or dead-lettered (it must
+  not be lost); ``retention`` once delivered or dropped (then it only answers "duplicate").
+- ``<p>:stream`` stream, consumer group ``workers``: orders ready for delivery. An entry is
+  acknowledged *and deleted* when its order leaves it, so the stream holds only live work.
+  No TTL: it is the queue.
+- ``<p>:delayed`` sorted set orderId → due time (ms): orders waiting for a delayed retry. No TTL.
+- ``<p>:pending`` sorted set orderId → accepted time (ms): every order not yet finished
+  (queue depth and oldest pending age). No TTL.
+- ``<p>:dead`` sorted set orderId → dead-lettered time (ms): the dead-letter list. No TTL:
+  only an operator replays or drops a dead letter.
+- ``<p>:paused`` hash {orderId, reason, since}: delivery for the shop is paused (Neuroon said
+  401/403); orderId is the order a probe retries. No TTL: only a successful probe resumes.
+- ``<p>:probe`` string: one worker at a time probes a paused shop. TTL: the probe interval.
+- ``<p>:ignored:<orderId>``: an order already counted as ignored. TTL: 7 days.
+- ``ngw:v1:attr:{shopId}:<cartToken>`` hash productId → searchLogId. TTL: 7 days.
+
+An order is at any moment in exactly one of: the stream, the delayed set, the dead set, or
+finished; every script that moves it keeps that true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from app.store import PREFIX
+
+GROUP = "workers"
+ATTRIBUTION_TTL_SECONDS = 7 * 86_400
+IGNORED_TTL_SECONDS = 7 * 86_400
+
+
+def conv_prefix(shop_id: str) -> str:
+    return f"{PREFIX}conv:{{{shop_id}}}"
+
+
+def order_key(shop_id: str, order_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:order:{order_id}"
+
+
+def stream_key(shop_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:stream"
+
+
+def delayed_key(shop_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:delayed"
+
+
+def pending_key(shop_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:pending"
+
+
+def dead_key(shop_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:dead"
+
+
+def paused_key(shop_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:paused"
+
+
+def probe_key(shop_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:probe"
+
+
+def ignored_key(shop_id: str, order_id: str) -> str:
+    return f"{conv_prefix(shop_id)}:ignored:{order_id}"
+
+
+def attribution_key(shop_id: str, cart_token: str) -> str:
+    return f"{PREFIX}attr:{{{shop_id}}}:{cart_token}"
+
+
+_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+
+# KEYS: order, stream, pending. ARGV: orderId, body, platform.
+# The dedupe claim and the enqueue are this one step: an order is queued at most once.
+_ENQUEUE = (
+    _NOW_MS
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state then return {0, state} end
+redis.call('HSET', KEYS[1], 'state', 'accepted', 'body', ARGV[2], 'platform', ARGV[3],
+  'acceptedAt', now, 'attempts', 0, 'round', 0)
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
+return {1, 'accepted'}
+"""
+)
+
+# KEYS: order, stream. ARGV: entry id. Marks the start of an attempt; returns the record.
+_BEGIN = (
+    _NOW_MS
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'accepted' and state ~= 'delivering' then
+  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+  return false
+end
+redis.call('HSET', KEYS[1], 'state', 'delivering', 'lastAttemptAt', now)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+# KEYS: order, stream, pending, delayed, paused. ARGV: entry id (or ''), orderId, retention seconds.
+_DELIVERED = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'delivered', 'deliveredAt', now)
+  redis.call('HDEL', KEYS[1], 'body', 'nextAttemptAt')
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+if ARGV[1] ~= '' then
+  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+end
+if redis.call('HGET', KEYS[5], 'orderId') == ARGV[2] then redis.call('DEL', KEYS[5]) end
+return 1
+"""
+)
+
+# KEYS: order, stream, delayed. ARGV: entry id (or ''), orderId, delay ms, round, error.
+_RETRY_LATER = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local due = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'state', 'delivering', 'round', ARGV[4], 'lastError', ARGV[5],
+  'nextAttemptAt', due)
+redis.call('ZADD', KEYS[3], due, ARGV[2])
+if ARGV[1] ~= '' then
+  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+end
+return 1
+"""
+)
+
+# KEYS: order, stream, pending, delayed, dead, paused. ARGV: entry id (or ''), orderId, reason.
+_DEAD_LETTER = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'lastError', ARGV[3], 'deadLetteredAt', now)
+  redis.call('HDEL', KEYS[1], 'nextAttemptAt')
+  redis.call('ZADD', KEYS[5], now, ARGV[2])
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+if ARGV[1] ~= '' then
+  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+end
+if redis.call('HGET', KEYS[6], 'orderId') == ARGV[2] then redis.call('DEL', KEYS[6]) end
+return 1
+"""
+)
+
+# KEYS: order, stream, delayed, paused. ARGV: entry id (or ''), orderId, reason.
+# The order waits in the delayed set (due at once) until a probe resumes the shop.
+_PAUSE = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'delivering', 'lastError', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'nextAttemptAt')
+  redis.call('ZADD', KEYS[3], 0, ARGV[2])
+end
+if ARGV[1] ~= '' then
+  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('HSET', KEYS[4], 'orderId', ARGV[2], 'reason', ARGV[3], 'since', now)
+  return 1
+end
+return 0
+"""
+)
+
+# KEYS: delayed, stream, paused. ARGV: limit. Moves due retries into the stream (not while paused).
+_PROMOTE = (
+    _NOW_MS
+    + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('XADD', KEYS[2], '*', 'o', id)
+end
+return #ids
+"""
+)
+
+# KEYS: order, stream, pending, dead. ARGV: orderId. A dead letter back into the stream.
+_REPLAY = (
+    _NOW_MS
+    + """
+if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'body') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'accepted', 'round', 0, 'replayedAt', now)
+redis.call('HDEL', KEYS[1], 'deadLetteredAt', 'nextAttemptAt')
+redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'acceptedAt') or now, ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
+return 1
+"""
+)
+
+# KEYS: order, dead. ARGV: orderId, retention seconds. Dropped orders still answer "duplicate".
+_DROP = (
+    _NOW_MS
+    + """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'dropped', 'droppedAt', now)
+redis.call('HDEL', KEYS[1], 'body')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+)
+
+# KEYS: attribution hash. ARGV: ttl, then field/value pairs.
+_PUT_CLICKS = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    shop_id: str
+    entry_id: str
+    order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: int
+    oldest_accepted_ms: int | None
+    paused: bool
+    dead_letters: int
+    server_time_ms: int
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _record(flat: list[bytes]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class ConversionStore:
+    """Typed operations on the conversion key space."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._begin = client.register_script(_BEGIN)
+        self._delivered = client.register_script(_DELIVERED)
+        self._retry_later = client.register_script(_RETRY_LATER)
+        self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._pause = client.register_script(_PAUSE)
+        self._promote = client.register_script(_PROMOTE)
+        self._replay = client.register_script(_REPLAY)
+        self._drop = client.register_script(_DROP)
+        self._put_clicks = client.register_script(_PUT_CLICKS)
+
+    # --- intake ------------------------------------------------------------------------
+
+    async def enqueue(self, shop_id: str, order_id: str, body: bytes, platform: str) -> tuple[bool, str]:
+        """Claim the order and queue it, atomically. Returns (accepted, state of the order)."""
+        accepted, state = await self._enqueue(
+            keys=[order_key(shop_id, order_id), stream_key(shop_id), pending_key(shop_id)],
+            args=[order_id, body, platform],
+        )
+        return bool(accepted), _text(state)
+
+    async def first_ignored(self, shop_id: str, order_id: str) -> bool:
+        """True the first time an order is ignored for lack of attribution (count it once)."""
+        return bool(
+            await self.redis.set(ignored_key(shop_id, order_id), b"1", nx=True, ex=IGNORED_TTL_SECONDS)
+        )
+
+    async def put_clicks(self, shop_id: str, cart_token: str, clicks: Mapping[str, str]) -> None:
+        args: list[str | int] = [ATTRIBUTION_TTL_SECONDS]
+        for product_id, search_log_id in clicks.items():
+            args += [product_id, search_log_id]
+        await self._put_clicks(keys=[attribution_key(shop_id, cart_token)], args=args)
+
+    async def get_clicks(self, shop_id: str, cart_token: str) -> dict[str, str]:
+        raw: Any = await self.redis.hgetall(attribution_key(shop_id, cart_token))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    # --- delivery ----------------------------------------------------------------------
+
+    async def ensure_group(self, shop_id: str) -> None:
+        try:
+            # From the start of the stream: entries added before the group existed are delivered too.
+            await self.redis.xgroup_create(stream_key(shop_id), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_new(self, shop_id: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        reply: Any = await self.redis.xreadgroup(
+            GROUP, consumer, {stream_key(shop_id): ">"}, count=count, block=block_ms
+        )
+        return self._entries(shop_id, reply[0][1] if reply else [])
+
+    async def reclaim(self, shop_id: str, consumer: str, idle_ms: int, count: int) -> list[StreamEntry]:
+        """Entries another worker took and stopped renewing (it died): they are ours now."""
+        reply: Any = await self.redis.xautoclaim(
+            stream_key(shop_id), GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
+        )
+        return self._entries(shop_id, reply[1])
+
+    async def renew(self, shop_id: str, consumer: str, entry_ids: Sequence[str]) -> None:
+        """Reset the idle time of entries we are working on, so nobody reclaims them."""
+        if entry_ids:
+            await self.redis.xclaim(
+                stream_key(shop_id),
+                GROUP,
+                consumer,
+                min_idle_time=0,
+                message_ids=list(entry_ids),
+                justid=True,
+            )
+
+    @staticmethod
+    def _entries(shop_id: str, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[StreamEntry]:
+        entries = []
+        for entry_id, fields in raw:
+            if fields and b"o" in fields:
+                entries.append(StreamEntry(shop_id, _text(entry_id), _text(fields[b"o"])))
+        return entries
+
+    async def begin_attempt(self, entry: StreamEntry) -> dict[str, str] | None:
+        """Mark an attempt; the order's record, or None (acknowledged) when it is already finished."""
+        flat = await self._begin(
+            keys=[order_key(entry.shop_id, entry.order_id), stream_key(entry.shop_id)], args=[entry.entry_id]
+        )
+        return _record(flat) if flat else None
+
+    async def mark_delivered(
+        self, shop_id: str, order_id: str, entry_id: str | None, retention_seconds: int
+    ) -> None:
+        await self._delivered(
+            keys=[
+                order_key(shop_id, order_id),
+                stream_key(shop_id),
+                pending_key(shop_id),
+                delayed_key(shop_id),
+                paused_key(shop_id),
+            ],
+            args=[entry_id or "", order_id, retention_seconds],
+        )
+
+    async def retry_later(
+        self, shop_id: str, order_id: str, entry_id: str | None, delay_ms: int, round_: int, error: str
+    ) -> None:
+        await self._retry_later(
+            keys=[order_key(shop_id, order_id), stream_key(shop_id), delayed_key(shop_id)],
+            args=[entry_id or "", order_id, delay_ms, round_, error],
+        )
+
+    async def dead_letter(self, shop_id: str, order_id: str, entry_id: str | None, reason: str) -> None:
+        await self._dead_letter(
+            keys=[
+                order_key(shop_id, order_id),
+                stream_key(shop_id),
+                pending_key(shop_id),
+                delayed_key(shop_id),
+                dead_key(shop_id),
+                paused_key(shop_id),
+            ],
+            args=[entry_id or "", order_id, reason],
+        )
+
+    async def pause(self, shop_id: str, order_id: str, entry_id: str | None, reason: str) -> bool:
+        """Pause the shop's delivery; True if it was not paused yet."""
+        return bool(
+            await self._pause(
+                keys=[
+                    order_key(shop_id, order_id),
+                    stream_key(shop_id),
+                    delayed_key(shop_id),
+                    paused_key(shop_id),
+                ],
+                args=[entry_id or "", order_id, reason],
+            )
+        )
+
+    async def paused(self, shop_id: str) -> dict[str, str] | None:
+        raw: Any = await self.redis.hgetall(paused_key(shop_id))
+        return {_text(k): _text(v) for k, v in raw.items()} or None
+
+    async def resume(self, shop_id: str) -> None:
+        await self.redis.delete(paused_key(shop_id))
+
+    async def acquire_probe(self, shop_id: str, owner: str, ttl_ms: int) -> bool:
+        return bool(await self.redis.set(probe_key(shop_id), owner, nx=True, px=ttl_ms))
+
+    async def promote_due(self, shop_id: str, limit: int = 500) -> int:
+        return int(
+            await self._promote(
+                keys=[delayed_key(shop_id), stream_key(shop_id), paused_key(shop_id)], args=[limit]
+            )
+        )
+
+    async def next_delayed(self, shop_id: str) -> str | None:
+        ids: Any = await self.redis.zrange(delayed_key(shop_id), 0, 0)
+        return _text(ids[0]) if ids else None
+
+    # --- inspection and dead letters ---------------------------------------------------
+
+    async def order(self, shop_id: str, order_id: str) -> dict[str, str] | None:
+        raw: Any = await self.redis.hgetall(order_key(shop_id, order_id))
+        return {_text(k): _text(v) for k, v in raw.items()} or None
+
+    async def stats(self, shop_id: str) -> QueueStats:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(pending_key(shop_id))
+            pipe.zrange(pending_key(shop_id), 0, 0, withscores=True)
+            pipe.exists(paused_key(shop_id))
+            pipe.zcard(dead_key(shop_id))
+            pipe.time()
+            depth, oldest, paused, dead, (seconds, micros) = await pipe.execute()
+        return QueueStats(
+            depth=int(depth),
+            oldest_accepted_ms=int(oldest[0][1]) if oldest else None,
+            paused=bool(paused),
+            dead_letters=int(dead),
+            server_time_ms=int(seconds) * 1000 + int(micros) // 1000,
+        )
+
+    async def dead_letters(self, shop_id: str, limit: int) -> list[tuple[str, int]]:
+        rows: Any = await self.redis.zrange(dead_key(shop_id), 0, limit - 1, withscores=True)
+        return [(_text(order_id), int(score)) for order_id, score in rows]
+
+    async def replay(self, shop_id: str, order_id: str) -> bool:
+        return bool(
+            await self._replay(
+                keys=[
+                    order_key(shop_id, order_id),
+                    stream_key(shop_id),
+                    pending_key(shop_id),
+                    dead_key(shop_id),
+                ],
+                args=[order_id],
+            )
+        )
+
+    async def drop(self, shop_id: str, order_id: str, retention_seconds: int) -> bool:
+        return bool(
+            await self._drop(
+                keys=[order_key(shop_id, order_id), dead_key(shop_id)], args=[order_id, retention_seconds]
+            )
+        )
+
+    # --- durability --------------------------------------------------------------------
+
+    async def durability_problems(self) -> list[str]:
+        """Reasons the server could silently lose queued conversions (empty when it cannot tell)."""
+        problems = []
+        memory = await self.redis.info("memory")
+        policy = _text(memory.get("maxmemory_policy", "noeviction"))
+        if policy != "noeviction":
+            problems.append(
+                f"maxmemory-policy is {policy}: queued conversions may be evicted (use noeviction)"
+            )
+        persistence = await self.redis.info("persistence")
+        if not int(persistence.get("aof_enabled", 0)):
+            problems.append(
+                "appendonly is off: conversions queued since the last snapshot are lost if Redis restarts "
+                "(set appendonly yes)"
+            )
+            try:
+                save = (await self.redis.config_get("save")).get("save")
+            except ResponseError:  # managed services often refuse CONFIG
+                save = None
+            if save == "":
+                problems.append("no persistence at all: neither AOF nor RDB snapshots are configured")
+        return problems
