@@ -28,6 +28,7 @@ from app.settings import ConfigError, Settings, load_settings
 from app.shops import ShopRegistry
 from app.state import GatewayState
 from app.store import Store, connect
+from app.store.catalog import CatalogStore
 from app.store.conversions import ConversionStore
 from app.tokens import endpoint as token_endpoint
 from app.tokens.cache import TokenCache
@@ -118,6 +119,7 @@ def create_app(
             attribution_limiter=RateLimiter(store, "attribution", settings.gateway_attribution_rate_limit),
             neuroon=NeuroonClient.from_settings(http, settings),
             admin_auth=admin_auth,
+            catalog=CatalogStore(redis),
         )
         await warn_if_redis_can_lose_conversions(conversions)
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
