@@ -56,18 +56,36 @@ _DECODER = json.JSONDecoder(parse_float=Decimal)
 class Feed:
     """A feed over a text stream; ``bytes_read`` lets a progress bar estimate how far it is."""
 
-    def __init__(self, stream: TextSource, fmt: FeedFormat, total_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextSource,
+        fmt: FeedFormat,
+        total_bytes: int | None = None,
+        *,
+        owned: IO[str] | None = None,
+    ) -> None:
         self.stream = stream
         self.format = fmt
         self.total_bytes = total_bytes
         self.bytes_read = 0
+        self._owned = owned  # a file we opened: closed once read (or on close())
 
     def __iter__(self) -> Iterator[FeedRow]:
-        if self.format is FeedFormat.JSONL:
-            return self._jsonl()
-        if self.format is FeedFormat.CSV:
-            return self._csv()
-        return self._json_array()
+        rows = {FeedFormat.JSONL: self._jsonl, FeedFormat.CSV: self._csv}.get(self.format, self._json_array)
+        try:
+            yield from rows()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self) -> Feed:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def _lines(self) -> Iterator[str]:
         for line in self.stream:
@@ -210,9 +228,13 @@ def open_feed(path: str, stdin: IO[str] | None = None) -> Feed:
         size = file.stat().st_size
     except OSError as exc:
         raise FeedError(f"cannot read {path}: {exc.strerror}") from None
-    head = handle.read(CHUNK)
-    handle.seek(0)
-    return Feed(handle, detect_format(head, file.name), size)
+    try:
+        head = handle.read(CHUNK)
+        handle.seek(0)
+    except OSError as exc:
+        handle.close()
+        raise FeedError(f"cannot read {path}: {exc.strerror}") from None
+    return Feed(handle, detect_format(head, file.name), size, owned=handle)
 
 
 class _Chained:

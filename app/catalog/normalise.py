@@ -214,10 +214,10 @@ def categories_of(value: Any, order: CategoryOrder = "root_first") -> list[str]:
     if isinstance(value, str):
         paths: list[list[str]] = [_path(value)]
     elif isinstance(value, list):
-        if any(isinstance(v, str) and ">" in v for v in value):
-            paths = [_path(v) for v in _strings(value, "categories")]
+        items = _strings(value, "categories")
+        if any(">" in v for v in items):
+            paths = [_path(v) for v in items]
         else:
-            items = _strings(value, "categories")
             paths = [items if order == "root_first" else list(reversed(items))]
     else:
         raise Invalid("categories", "must be a list of categories or a path such as 'A > B > C'")
@@ -230,7 +230,7 @@ def categories_of(value: Any, order: CategoryOrder = "root_first") -> list[str]:
 
 
 def _path(text: str) -> list[str]:
-    return [part for part in (html_to_text(p) for p in text.split(">")) if part]
+    return [part.strip() for part in html_to_text(text).split(">") if part.strip()]
 
 
 def _attributes(value: Any) -> dict[str, str]:

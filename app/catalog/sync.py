@@ -274,6 +274,7 @@ class SyncRun:
         self._currency: str | None = None
         self._drift_reads_work = False
         self._drift_unavailable = False
+        self._probe = asyncio.Lock()
         self._abort = False
 
     async def run(self, rows: Iterable[FeedRow]) -> SyncReport:
@@ -289,6 +290,7 @@ class SyncRun:
                 await self._queue.put(None)
             await asyncio.gather(*senders)
         self.report.seconds = time.monotonic() - started
+        self.report.rejected.sort(key=lambda r: r.line)
         self.progress(self.report)
         return self.report
 
@@ -454,43 +456,52 @@ class SyncRun:
         await self.store.record(self.shop.id, accepted)
         self.report.sent += len(accepted)
 
+    async def _read(self, item: _Item) -> Product | NeuroonError | None:
+        try:
+            return await self.neuroon.get_product(self.shop, item.external_id)
+        except NeuroonError as exc:
+            return exc
+
     async def _without_drift(self, items: list[_Item]) -> list[_Item]:
         """Leave out products whose copy in Neuroon changed since we last sent them."""
-        if self._drift_unavailable:
+        candidates = [i for i in items if i.previous is not None]
+        if not candidates or self._drift_unavailable:
             return items
-        synced_before = [i for i in items if i.previous is not None]
-        if not synced_before:
-            return items
+        results: list[tuple[_Item, Product | NeuroonError | None]] = []
+        if not self._drift_reads_work:
+            # Neuroon does not document GET /products/{externalId}. Until one read has worked, one read
+            # at a time: a 404 then means the route is not there, and the check is skipped for the run.
+            async with self._probe:
+                if self._drift_unavailable:
+                    return items
+                while candidates and not self._drift_reads_work:
+                    first, candidates = candidates[0], candidates[1:]
+                    remote = await self._read(first)
+                    if remote is None:
+                        self._drift_unavailable = True
+                        self.report.note(
+                            "drift check skipped: Neuroon answered 404 to GET /products/{externalId} "
+                            "(per-product read not available)"
+                        )
+                        return items
+                    results.append((first, remote))
+                    self._drift_reads_work = isinstance(remote, Product)
         gate = asyncio.Semaphore(DRIFT_READS)
 
         async def read(item: _Item) -> tuple[_Item, Product | NeuroonError | None]:
             async with gate:
-                try:
-                    return item, await self.neuroon.get_product(self.shop, item.external_id)
-                except NeuroonError as exc:
-                    return item, exc
+                return item, await self._read(item)
 
+        results += await asyncio.gather(*(read(i) for i in candidates))
         held: set[str] = set()
-        for item, remote in await asyncio.gather(*(read(i) for i in synced_before)):
+        for item, remote in results:
             if isinstance(remote, NeuroonError):
                 held.add(item.external_id)
                 self.report.fail(item.external_id, f"drift check failed: {remote.message}")
-                continue
-            if remote is None:
-                if not self._drift_reads_work:
-                    # Neuroon does not document GET /products/{externalId}: a 404 before any read has
-                    # worked means the route is not there. Skip the check for the rest of the run.
-                    self._drift_unavailable = True
-                    self.report.note(
-                        "drift check skipped: Neuroon answered 404 to GET /products/{externalId} "
-                        "(per-product read not available)"
-                    )
-                    return [i for i in items if i.external_id not in held]
-                continue  # gone from Neuroon: sending it again restores it
-            self._drift_reads_work = True
-            assert item.previous is not None
-            fields = drifted_fields(item.previous.snapshot, remote)
-            if fields:
-                held.add(item.external_id)
-                self.report.conflict(item.external_id, fields)
+            elif remote is not None:  # None: gone from Neuroon, and sending it again restores it
+                assert item.previous is not None
+                fields = drifted_fields(item.previous.snapshot, remote)
+                if fields:
+                    held.add(item.external_id)
+                    self.report.conflict(item.external_id, fields)
         return [i for i in items if i.external_id not in held]
