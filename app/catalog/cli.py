@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -55,6 +56,8 @@ def _settings() -> Settings:
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     configure_logging(settings.gateway_log_format)
+    # One line per request to Neuroon would bury the progress and the report.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return settings
 
 
