@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from app import __version__, health
 from app.auth import build_admin_auth
+from app.catalog import routes as catalog_routes
 from app.conversions import admin as conversion_admin
 from app.conversions import routes as webhook_routes
 from app.conversions.intake import Intake
@@ -152,4 +153,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(webhook_routes.router)
     app.include_router(conversion_admin.router)
+    app.include_router(catalog_routes.router)
     return app
