@@ -316,3 +316,21 @@ def test_sync_against_the_sandbox_process(redis_url: str, redis_client: Any, tmp
     assert len(catalog["products"]) == len(rows)
     assert catalog["droppedVariants"] == []
     assert CANARY_KEY not in json.dumps(state)
+
+
+def test_two_runs_for_one_shop_never_overlap(
+    fake: tuple[FakeNeuroon, str], redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    neuroon, url = fake
+    feed = write_jsonl(
+        tmp_path / "f.jsonl", [{"id": "A", "name": "n", "price": "1", "url": "https://s.example"}]
+    )
+    redis_client.set(f"ngw:v1:catalog:{{{SHOP_ID}}}:lock", "another-run", px=60_000)
+    for args in (["catalog", "sync", str(feed)], ["catalog", "reconcile", str(feed)]):
+        busy = cli(args, url, redis_url, tmp_path)
+        assert busy.returncode == 1
+        assert "another catalog run" in busy.stderr
+    assert neuroon.syncs == []
+    redis_client.delete(f"ngw:v1:catalog:{{{SHOP_ID}}}:lock")
+    assert cli(["catalog", "sync", str(feed)], url, redis_url, tmp_path).returncode == 0
+    assert redis_client.get(f"ngw:v1:catalog:{{{SHOP_ID}}}:lock") is None  # released after the run
