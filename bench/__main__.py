@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark and print each figure as a ratio against its baseline."""
 
-from bench import tokens
+from bench import catalog, tokens
 
 if __name__ == "__main__":
     tokens.main()
+    catalog.main()
