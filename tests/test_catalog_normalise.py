@@ -199,3 +199,25 @@ def test_bad_mapping_files_name_the_variable(tmp_path: Path, text: str, message:
     with pytest.raises(MappingError, match="GATEWAY_CATALOG_FIELD_MAP") as caught:
         load_mapping(path)
     assert message in str(caught.value)
+
+
+SAMPLES = [
+    "<p>Plain <b>bold</b> &amp; <i>italic</i></p>",
+    "<div class='a>b' data-x=\"1>2\">quoted &gt; attributes</div>",
+    "<SCRIPT type='text/javascript'>var a = '<p>no</p>';</SCRIPT>after",
+    "<style>p { color: red }</style><p>styled</p><!-- a <b>comment</b> -->end",
+    "a < b and c > d, 3<4",
+    "<ul><li>one<li>two</ul><br/><img src='x.jpg' alt='pic'>tail",
+    "<script>never closed <b>x</b>",
+    "<div unclosed='yes' <p>odd</p>",
+    "<!DOCTYPE html><html><head><title>T</title></head><body>Body &eacute;t&eacute;</body></html>",
+    "<p>nbsp&nbsp;and&#160;numeric &#x41;</p>",
+]
+
+
+@pytest.mark.parametrize("html", SAMPLES)
+def test_fast_html_path_matches_the_standard_parser(html: str) -> None:
+    from app.catalog.normalise import _SPACE, _parsed_text
+
+    expected = _SPACE.sub(" ", _parsed_text(html)).strip()
+    assert html_to_text(html) == expected
