@@ -8,6 +8,7 @@ routes the docs only show in samples (per-product read, cursor listing).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class FakeNeuroon:
     deletes: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     verified: bool = False
+    sync_delay: float = 0.0  # seconds each sync answer takes (to kill a client mid-run)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -55,6 +57,8 @@ class FakeNeuroon:
         if (denied := self._auth(request)) is not None:
             return denied
         body = json.loads(await request.body())
+        if self.sync_delay:
+            await asyncio.sleep(self.sync_delay)
         self.syncs.append((body, dict(request.headers)))
         products = body.get("products")
         if body.get("syncType") not in ("INCREMENTAL", "FULL") or not isinstance(products, list):
