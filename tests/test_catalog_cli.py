@@ -252,6 +252,10 @@ def test_configuration_errors_exit_2_before_sending(
     )
     assert mapped.returncode == 2
     assert "GATEWAY_CATALOG_FIELD_MAP" in mapped.stderr
+    no_redis = cli(["catalog", "sync", str(feed)], url, f"redis://127.0.0.1:{free_port()}/0", tmp_path)
+    assert no_redis.returncode == 1
+    assert "REDIS_URL" in no_redis.stderr
+    assert "Traceback" not in no_redis.stderr
     too_big = cli(["catalog", "sync", str(feed)], url, redis_url, tmp_path, GATEWAY_CATALOG_BATCH_SIZE="501")
     assert too_big.returncode == 2
     assert "GATEWAY_CATALOG_BATCH_SIZE" in too_big.stderr

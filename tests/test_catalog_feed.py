@@ -28,6 +28,15 @@ def test_json_lines_with_decimal_prices_and_bad_lines(tmp_path: Path) -> None:
     assert rows[3] == (5, {"id": "b"}, None)
 
 
+def test_deeply_nested_json_is_a_row_error_not_a_crash(tmp_path: Path) -> None:
+    rows = read(tmp_path, "f.jsonl", "[" * 100_000 + "\n" + '{"id": "ok"}\n')
+    assert rows[0][1] is None
+    assert "invalid JSON" in str(rows[0][2])
+    assert rows[1] == (2, {"id": "ok"}, None)
+    nested = read(tmp_path, "g.json", "[" + "[" * 100_000)
+    assert nested[-1][1] is None
+
+
 def test_json_array_elements_with_their_line_numbers(tmp_path: Path) -> None:
     text = '[\n  {"id": "a", "price": 1.5},\n  {"id": "b"},\n  "x",\n  {"id": "c"}\n]\n'
     rows = read(tmp_path, "f.json", text)

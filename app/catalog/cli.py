@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import RedisError
 
 from app.catalog.feed import Feed, FeedError, open_feed
 from app.catalog.lock import LockBusy, catalog_lock
@@ -183,12 +184,21 @@ def sync_command(
             except LockBusy as exc:
                 raise _fail(str(exc), 1) from None
 
-    try:
-        report = asyncio.run(go())
-    except FeedError as exc:
-        raise _fail(str(exc)) from None
+    report = _run(go)
     _print(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _run(go: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a command's coroutine; an unreadable feed is bad usage (2), Redis out of reach a failure (1)."""
+    try:
+        return asyncio.run(go())
+    except FeedError as exc:
+        raise _fail(str(exc)) from None
+    except RedisError as exc:
+        raise _fail(f"Redis cannot be reached ({type(exc).__name__}): check REDIS_URL", 1) from None
+    except OSError as exc:
+        raise _fail(f"input/output error: {exc.strerror or type(exc).__name__}", 1) from None
 
 
 @catalog_app.command("delete")
@@ -210,7 +220,7 @@ def delete_command(
             await record_deleted(ctx.store, chosen.id, len(report.deleted) + len(report.already_gone))
             return report
 
-    report = asyncio.run(go())
+    report = _run(go)
     if as_json:
         typer.echo(
             json.dumps(
@@ -268,10 +278,7 @@ def reconcile_command(
                 await record_deleted(ctx.store, chosen.id, gone)
             return report
 
-    try:
-        report = asyncio.run(go())
-    except FeedError as exc:
-        raise _fail(str(exc)) from None
+    report = _run(go)
     _print(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
 

@@ -98,7 +98,7 @@ class Feed:
                 continue
             try:
                 data = _loads(line)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 yield FeedRow(number, None, f"invalid JSON: {_short(exc)}")
                 continue
             if not isinstance(data, dict):
@@ -175,6 +175,9 @@ class Feed:
             while True:
                 try:
                     data, end = _DECODER.raw_decode(buffer, pos)
+                except RecursionError:
+                    yield FeedRow(line, None, "invalid JSON: nested too deeply")
+                    return
                 except json.JSONDecodeError as exc:
                     # Incomplete element: read more, unless there is no more or it is absurdly large.
                     if not eof and len(buffer) - pos < MAX_ELEMENT and fill():
@@ -191,7 +194,9 @@ class Feed:
                 yield FeedRow(start_line, None, "a row must be a JSON object")
 
 
-def _short(exc: ValueError) -> str:
+def _short(exc: ValueError | RecursionError) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
     return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:200]
 
 
@@ -219,6 +224,8 @@ def open_feed(path: str, stdin: IO[str] | None = None) -> Feed:
         import sys
 
         raw = stdin or sys.stdin
+        if isinstance(raw, io.TextIOWrapper):
+            raw.reconfigure(errors="replace")  # one bad byte must not end the run
         # Peek without losing what we read: wrap what was read plus the rest.
         head = raw.read(CHUNK)
         return Feed(_Chained(head, raw), detect_format(head, None))

@@ -399,6 +399,12 @@ class SyncRun:
                 return
             try:
                 await self._send(batch)
+            except Exception as exc:  # e.g. Redis gone: stop the run, but keep consuming the queue
+                log.exception("catalog_batch_error", extra={"shop": self.shop.id, "batch": batch.index})
+                self._abort = True
+                self.report.aborted = f"internal error while sending ({type(exc).__name__}); see the logs"
+                for item in batch.items:
+                    self.report.fail(item.external_id, "not recorded: the run was aborted")
             finally:
                 self._done[batch.index].set()
                 self.progress(self.report)
