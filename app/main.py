@@ -17,6 +17,7 @@ from app import __version__, health
 from app.auth import build_admin_auth
 from app.catalog import routes as catalog_routes
 from app.conversions import admin as conversion_admin
+from app.conversions import endpoint as webhook_endpoint
 from app.conversions import routes as webhook_routes
 from app.conversions.intake import Intake
 from app.conversions.worker import DeliveryWorker, monitor_queues, running
@@ -74,11 +75,16 @@ class Gateway(FastAPI):
 
     RequestMiddleware (request id, access log, HTTP metrics) sees every request, the 500s of
     FastAPI's error middleware included; the widget-token endpoint answers ahead of FastAPI's
-    middleware and router, because it is the hot path (see app/tokens/endpoint.py).
+    middleware and router, because it is the hot path (see app/tokens/endpoint.py); so do the
+    order webhooks' POSTs (app/conversions/endpoint.py).
     """
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestMiddleware(token_endpoint.WidgetTokenEndpoint(super().build_middleware_stack()))
+        return RequestMiddleware(
+            token_endpoint.WidgetTokenEndpoint(
+                webhook_endpoint.WebhookEndpoint(super().build_middleware_stack())
+            )
+        )
 
 
 def create_app(

@@ -51,7 +51,7 @@ webhooks_received = Counter(
     PREFIX + "webhooks_received_total",
     "Order webhooks received, by platform (shopify, woocommerce, generic) and outcome "
     "(accepted, duplicate, ignored, ping, invalid_signature, malformed, too_large, "
-    "unsupported_media_type, unknown_shop, error).",
+    "unsupported_media_type, unknown_shop, unavailable, error).",
     ["platform", "outcome"],
 )
 conversions = Counter(

@@ -16,6 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from app.embedded_redis import free_port
 from app.main import create_app
 from app.store.conversions import order_key, pending_key, stream_key
 from tests.conftest import CANARY_KEY, SHOP_ID, SettingsFactory
@@ -730,3 +731,17 @@ def test_webhook_secrets_never_reach_responses_or_logs(
         CANARY_KEY,
     ):
         assert all(secret not in text for text in texts)
+
+
+def test_redis_down_is_a_503_that_the_platform_retries(make_settings: SettingsFactory) -> None:
+    settings = make_settings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        shopify_webhook_secret=SHOPIFY_SECRET,
+        gateway_run_worker=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        response = post_shopify(client, shopify_order(clicks=CLICKS))
+        assert response.status_code == 503
+        assert response.json()["error"] == "unavailable"
+        posted = client.post("/v1/attribution", json={"cartToken": "c", "clicks": {"A": "log"}})
+        assert posted.status_code == 503

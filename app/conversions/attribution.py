@@ -14,8 +14,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
+from app import metrics
 from app.errors import GatewayError
 from app.neuroon.models import ConversionItem, ConversionRequest
 from app.ratelimit import client_address
@@ -87,9 +89,15 @@ def _clean(items: Any) -> dict[str, str]:
     return clicks
 
 
-def needs_stored_clicks(order: Order) -> bool:
-    """Whether some line is still unattributed by the payload alone (so the store is worth asking)."""
-    return any(_from_payload(order, line.product_id, line.search_log_id) is None for line in order.lines)
+def unattributed_products(order: Order) -> list[str]:
+    """productIds of the lines the payload alone does not attribute (clicks posted for the cart may)."""
+    if not order.cart_token:
+        return []
+    return [
+        line.product_id
+        for line in order.lines
+        if line.product_id is not None and _from_payload(order, line.product_id, line.search_log_id) is None
+    ]
 
 
 def _from_payload(order: Order, product_id: str | None, own: str | None) -> str | None:
@@ -176,7 +184,13 @@ async def remember(
         raise GatewayError(400, "malformed_payload", "clicks must be an object or the cookie's value")
     clicks = parse_clicks(raw)
     if clicks:
-        await store.put_clicks(shop.id, cart_token, clicks)
+        try:
+            await store.put_clicks(shop.id, cart_token, clicks)
+        except (RedisError, OSError):
+            metrics.redis_errors.labels("attribution").inc()
+            raise GatewayError(
+                503, "unavailable", "attribution storage is unavailable; retry later"
+            ) from None
 
 
 @functools.cache

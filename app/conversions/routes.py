@@ -1,4 +1,8 @@
-"""Order webhook endpoints (interface.md §3.2): thin handlers over ``intake``."""
+"""Order webhook endpoints (interface.md §3.2): thin handlers over ``intake``.
+
+The webhooks' POSTs are answered by ``endpoint.WebhookEndpoint`` ahead of the router (the hot
+path); these routes document them and would serve them the same way without it.
+"""
 
 from __future__ import annotations
 

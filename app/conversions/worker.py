@@ -43,7 +43,8 @@ T = TypeVar("T")
 # An order whose attempts keep crashing workers (or keep failing for any reason) ends in the
 # dead-letter list instead of circulating for ever.
 MAX_ATTEMPTS = 100
-READ_BLOCK_MS = 1000
+READ_BLOCK_MS = 250
+HOUSEKEEPING_SECONDS = 0.25
 READ_BATCH = 100
 REDIS_BACKOFF_SECONDS = 1.0
 
@@ -95,6 +96,9 @@ class DeliveryWorker:
         self.policy = RetryPolicy(settings.gateway_retry_schedule)
         self._inflight: dict[str, StreamEntry] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Read more work once this many slots are free: under load, reads come in batches
+        # instead of one entry per finished delivery.
+        self._refill = max(1, self.concurrency // 4)
         self._slot_free = asyncio.Event()
         self._slot_free.set()
         self._stopping = False
@@ -102,7 +106,7 @@ class DeliveryWorker:
     # --- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until cancelled (or ``stop``)."""
+        """Deliver until cancelled (``drain`` first, to let deliveries in flight finish)."""
         log.info("worker_started", extra={"consumer": self.name, "concurrency": self.concurrency})
         loops = [asyncio.create_task(self._shop_loop(shop)) for shop in self.shops]
         loops.append(asyncio.create_task(self._lease_loop()))
@@ -127,20 +131,23 @@ class DeliveryWorker:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _shop_loop(self, shop: Shop) -> None:
-        last_reclaim = float("-inf")
+        last_reclaim = last_housekeeping = float("-inf")
         group_ready = False
         while not self._stopping:
             try:
                 if not group_ready:
                     await self.store.ensure_group(shop.id)
                     group_ready = True
-                paused = await self.store.paused(shop.id)
-                metrics.delivery_paused.labels(shop.id).set(1 if paused else 0)
-                if paused:
-                    await self._probe(shop, paused)
-                    await asyncio.sleep(min(1.0, self.probe_interval))
-                    continue
-                await self.store.promote_due(shop.id)
+                # Housekeeping a few times a second, not per read: under load every read is small.
+                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECONDS:
+                    last_housekeeping = time.monotonic()
+                    paused = await self.store.paused(shop.id)
+                    metrics.delivery_paused.labels(shop.id).set(1 if paused else 0)
+                    if paused:
+                        await self._probe(shop, paused)
+                        await asyncio.sleep(min(HOUSEKEEPING_SECONDS, self.probe_interval))
+                        continue
+                    await self.store.promote_due(shop.id)
                 await self._slot_free.wait()
                 if time.monotonic() - last_reclaim >= self.lease_ms / 2000:
                     last_reclaim = time.monotonic()
@@ -156,6 +163,9 @@ class DeliveryWorker:
                 metrics.redis_errors.labels("delivery").inc()
                 log.warning("worker_redis_error", extra={"shop": shop.id, "error": type(exc).__name__})
                 await asyncio.sleep(REDIS_BACKOFF_SECONDS)
+            except Exception:  # a bug must not stop this shop's deliveries for good
+                log.exception("worker_loop_error", extra={"shop": shop.id})
+                await asyncio.sleep(REDIS_BACKOFF_SECONDS)
 
     async def _lease_loop(self) -> None:
         while True:
@@ -166,7 +176,7 @@ class DeliveryWorker:
             for shop_id, ids in by_shop.items():
                 try:
                     await self.store.renew(shop_id, self.name, ids)
-                except (RedisError, OSError) as exc:
+                except Exception as exc:  # keep renewing the others; the lease is generous
                     log.warning(
                         "worker_lease_renewal_failed", extra={"shop": shop_id, "error": type(exc).__name__}
                     )
@@ -175,10 +185,10 @@ class DeliveryWorker:
         return max(1, self.concurrency - len(self._inflight))
 
     def _spawn(self, shop: Shop, entry: StreamEntry) -> None:
-        if entry.entry_id in self._inflight:
-            return
+        if entry.entry_id in self._inflight or self._stopping:
+            return  # when stopping, the entry stays pending and is taken over after its lease
         self._inflight[entry.entry_id] = entry
-        if len(self._inflight) >= self.concurrency:
+        if self.concurrency - len(self._inflight) < self._refill:
             self._slot_free.clear()
         task = asyncio.create_task(self._deliver(shop, entry))
         self._tasks.add(task)
@@ -186,7 +196,7 @@ class DeliveryWorker:
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
             self._inflight.pop(entry.entry_id, None)
-            if len(self._inflight) < self.concurrency:
+            if self.concurrency - len(self._inflight) >= self._refill:
                 self._slot_free.set()
 
         task.add_done_callback(done)

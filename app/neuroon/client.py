@@ -56,7 +56,9 @@ def build_http_client(
     return httpx.AsyncClient(
         base_url=settings.neuroon_api_url,
         timeout=httpx.Timeout(settings.neuroon_timeout, connect=min(5.0, settings.neuroon_timeout)),
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        # Every pooled connection is kept alive: with fewer keep-alive slots than connections, a
+        # busy worker opens and closes a connection per request (measured in make bench).
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         transport=transport,
         follow_redirects=False,  # a redirect would carry the key to wherever it points

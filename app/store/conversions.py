@@ -27,12 +27,14 @@ finished; every script that moves it keeps that true.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 
 from app.store import PREFIX
 
@@ -83,13 +85,32 @@ def attribution_key(shop_id: str, cart_token: str) -> str:
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
-# KEYS: order, stream, pending. ARGV: orderId, body, platform.
-# The dedupe claim and the enqueue are this one step: an order is queued at most once.
-_ENQUEUE = (
+# KEYS: order, stream, pending, ignored[, attribution]. ARGV: orderId, body, platform, ignored TTL,
+# then the productIds the payload left unattributed. The dedupe claim and the enqueue are this one
+# step: an order is queued at most once. Before queueing, clicks posted for the cart are looked up
+# for the unattributed lines; when some are found nothing is written and they are returned, so that
+# the caller completes the conversion and claims again (a second trip only in that case).
+_CLAIM = (
     _NOW_MS
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return {0, state} end
+if KEYS[5] and #ARGV > 4 then
+  local found = {}
+  local values = redis.call('HMGET', KEYS[5], unpack(ARGV, 5))
+  for i, v in ipairs(values) do
+    if v then
+      table.insert(found, ARGV[4 + i])
+      table.insert(found, v)
+    end
+  end
+  if #found > 0 then return {2, found} end
+end
+if ARGV[2] == '' then
+  local first = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[4])
+  if first then return {3, 1} end
+  return {3, 0}
+end
 redis.call('HSET', KEYS[1], 'state', 'accepted', 'body', ARGV[2], 'platform', ARGV[3],
   'acceptedAt', now, 'attempts', 0, 'round', 0)
 redis.call('ZADD', KEYS[3], now, ARGV[1])
@@ -242,6 +263,14 @@ return 1
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: Literal["accepted", "duplicate", "needs_clicks", "unattributed"]
+    state: str | None = None  # duplicate: the order's state
+    clicks: dict[str, str] | None = None  # needs_clicks: productId → searchLogId posted for the cart
+    first: bool = False  # unattributed: the first time this order is seen so
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEntry:
     shop_id: str
     entry_id: str
@@ -265,12 +294,73 @@ def _record(flat: list[bytes]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
+class _GroupCommit:
+    """Claims issued in the same event-loop turn go to Redis in one pipeline (group commit).
+
+    Each caller still awaits its own script's answer, so nothing about atomicity or durability
+    changes; under load, one round trip carries many webhooks, which is most of the intake's cost.
+    """
+
+    def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
+        self._client = client
+        self._script = script
+        self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def call(self, keys: list[str], args: list[Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((keys, args, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.create_task(self._run(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, future = batch[0]
+                results = [await self._script(keys=keys, args=args)]
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS per execute.
+                    for keys, args, _ in batch:
+                        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                    results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (keys, args, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
+                try:
+                    result = await self._script(keys=keys, args=args)
+                except Exception as exc:
+                    future.set_exception(exc)
+                    continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
 class ConversionStore:
     """Typed operations on the conversion key space."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
-        self._enqueue = client.register_script(_ENQUEUE)
+        self._claim = _GroupCommit(client, client.register_script(_CLAIM))
         self._begin = client.register_script(_BEGIN)
         self._delivered = client.register_script(_DELIVERED)
         self._retry_later = client.register_script(_RETRY_LATER)
@@ -283,29 +373,51 @@ class ConversionStore:
 
     # --- intake ------------------------------------------------------------------------
 
-    async def enqueue(self, shop_id: str, order_id: str, body: bytes, platform: str) -> tuple[bool, str]:
-        """Claim the order and queue it, atomically. Returns (accepted, state of the order)."""
-        accepted, state = await self._enqueue(
-            keys=[order_key(shop_id, order_id), stream_key(shop_id), pending_key(shop_id)],
-            args=[order_id, body, platform],
-        )
-        return bool(accepted), _text(state)
+    async def claim(
+        self,
+        shop_id: str,
+        order_id: str,
+        body: bytes,
+        platform: str,
+        *,
+        cart_token: str | None = None,
+        unattributed: Sequence[str] = (),
+    ) -> Claim:
+        """Claim the order and queue its conversion ``body``, atomically, unless it was claimed before.
 
-    async def first_ignored(self, shop_id: str, order_id: str) -> bool:
-        """True the first time an order is ignored for lack of attribution (count it once)."""
-        return bool(
-            await self.redis.set(ignored_key(shop_id, order_id), b"1", nx=True, ex=IGNORED_TTL_SECONDS)
-        )
+        With a ``cart_token`` and ``unattributed`` productIds, clicks posted for the cart are looked
+        up first: if any is found, nothing is written and they come back (``needs_clicks``). An empty
+        ``body`` means nothing is attributable: the answer is ``unattributed``, ``first`` the first
+        time for this order (so that it is counted once).
+        """
+        keys = [
+            order_key(shop_id, order_id),
+            stream_key(shop_id),
+            pending_key(shop_id),
+            ignored_key(shop_id, order_id),
+        ]
+        args: list[str | bytes | int] = [order_id, body, platform, IGNORED_TTL_SECONDS]
+        if cart_token and unattributed:
+            keys.append(attribution_key(shop_id, cart_token))
+            args.extend(unattributed)
+        code, value = await self._claim.call(keys, args)
+        if code == 0:
+            return Claim("duplicate", state=_text(value))
+        if code == 1:
+            return Claim("accepted", state="accepted")
+        if code == 2:
+            return Claim("needs_clicks", clicks=_record(value))
+        return Claim("unattributed", first=bool(value))
+
+    async def enqueue(self, shop_id: str, order_id: str, body: bytes, platform: str) -> bool:
+        """Claim and queue a complete conversion; False when the order was claimed before."""
+        return (await self.claim(shop_id, order_id, body, platform)).outcome == "accepted"
 
     async def put_clicks(self, shop_id: str, cart_token: str, clicks: Mapping[str, str]) -> None:
         args: list[str | int] = [ATTRIBUTION_TTL_SECONDS]
         for product_id, search_log_id in clicks.items():
             args += [product_id, search_log_id]
         await self._put_clicks(keys=[attribution_key(shop_id, cart_token)], args=args)
-
-    async def get_clicks(self, shop_id: str, cart_token: str) -> dict[str, str]:
-        raw: Any = await self.redis.hgetall(attribution_key(shop_id, cart_token))
-        return {_text(k): _text(v) for k, v in raw.items()}
 
     # --- delivery ----------------------------------------------------------------------
 

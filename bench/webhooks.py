@@ -1,0 +1,313 @@
+"""Order webhooks: intake of signed Shopify webhooks against the bare FastAPI hello-world, and the
+delivery worker's sustained throughput to a sandbox that answers in 50 ms.
+
+Targets: intake throughput >= 0.5x the baseline with p99 <= 25 ms at 64 connections; delivery
+>= 200 orders/s for one worker process. Every intake request is a distinct order (a new order id,
+signed by the load generator), so each one runs the whole path: signature, parse, attribution,
+the atomic dedupe + enqueue in Redis.
+
+    python -m bench.webhooks                 # both figures
+    python -m bench.webhooks loadgen URL ... # the POST load generator (used by the above)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import redis
+import uvloop
+
+from bench.harness import (
+    BENCH_KEY,
+    BIN,
+    SHOP_ID,
+    Server,
+    baseline_server,
+    load,
+    median,
+    redis_server,
+    row,
+    server,
+)
+
+CONNECTIONS = 64
+SECONDS = 4.0
+ROUNDS = 3
+SECRET = secrets.token_hex(16)
+DELIVERY_ORDERS = 3000
+UPSTREAM_LATENCY = 0.05
+
+# One order of a realistic shape; ORDER_ID is replaced per request.
+TEMPLATE = json.dumps(
+    {
+        "id": "ORDER_ID",
+        "financial_status": "paid",
+        "currency": "EUR",
+        "total_price": "186.90",
+        "cart_token": "Z2NwLWV1cm9wZS13ZXN0MTowMUpKN0Y3",
+        "test": False,
+        "note_attributes": [
+            {"name": "_neuroon_clicks", "value": '{"SNOW-GRN-150":"log_snow","WAX-01":"log_wax"}'}
+        ],
+        "line_items": [
+            {"id": 1, "product_id": 97, "variant_id": 503, "sku": "SNOW-GRN-150", "quantity": 1,
+             "price": "99.00", "discount_allocations": [{"amount": "14.10"}]},
+            {"id": 2, "product_id": 98, "variant_id": 504, "sku": "WAX-01", "quantity": 2,
+             "price": "50.00", "discount_allocations": []},
+            {"id": 3, "product_id": 99, "variant_id": 505, "sku": "GLOVES-M", "quantity": 1,
+             "price": "2.00", "discount_allocations": []},
+        ],
+    },
+    separators=(",", ":"),
+).replace('"ORDER_ID"', "{order_id}")  # fmt: skip
+
+
+def signed_request(host: str, port: int, path: str, order_id: int) -> bytes:
+    body = TEMPLATE.replace("{order_id}", str(order_id)).encode()
+    signature = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Shopify-Topic: orders/paid\r\n"
+        f"X-Shopify-Hmac-Sha256: {signature}\r\nX-Shopify-Shop-Domain: bench.myshopify.com\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+# --- the POST load generator (its own process) ----------------------------------------------
+
+
+async def _connection(
+    host: str,
+    port: int,
+    path: str,
+    first_id: int,
+    deadline: float,
+    latencies: list[float],
+    statuses: dict[int, int],
+    outcomes: dict[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    order_id = first_id
+    try:
+        while True:
+            request = signed_request(host, port, path, order_id)  # signing is outside the timing
+            started = time.perf_counter()
+            if started >= deadline:
+                return
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length) if length else b""
+            latencies.append(time.perf_counter() - started)
+            status = int(head[9:12])
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                outcome = orjson.loads(body)["status"]
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            order_id += 1
+    finally:
+        writer.close()
+
+
+async def _post_load(url: str, connections: int, seconds: float) -> dict[str, Any]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    outcomes: dict[str, int] = {}
+    run_id = int(time.time() * 1000) % 10**9
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(
+        *(
+            _connection(
+                host, port, parts.path, (run_id * 1000 + c) * 10**6, deadline, latencies, statuses, outcomes
+            )
+            for c in range(connections)
+        )
+    )
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan"),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "outcomes": outcomes,
+    }
+
+
+def post_load(target: Server, path: str, *, connections: int, seconds: float) -> dict[str, Any]:
+    argv = [str(BIN / "python"), "-m", "bench.webhooks", "loadgen", target.url + path]
+    argv += ["--connections", str(connections), "--seconds", str(seconds)]
+    cpu_before = target.cpu_seconds()
+    out = subprocess.run(
+        argv, capture_output=True, text=True, check=True, env=os.environ | {"BENCH_SECRET": SECRET}
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    result["cpu_us"] = (target.cpu_seconds() - cpu_before) / max(1, result["requests"]) * 1e6
+    return result
+
+
+# --- the two benchmarks ------------------------------------------------------------------------
+
+
+def _gateway(redis_url: str, **env: str) -> contextlib.AbstractContextManager[Server]:
+    config = {
+        "NEUROON_SHOP_ID": SHOP_ID,
+        "NEUROON_API_KEY": BENCH_KEY,
+        "REDIS_URL": redis_url,
+        "SHOPIFY_WEBHOOK_SECRET": SECRET,
+        "GATEWAY_LOG_FORMAT": "json",
+    } | env
+    return server(
+        [str(BIN / "neuroon-gateway"), "serve", "--port", "{port}", "--no-worker"], config, "/livez"
+    )
+
+
+def intake(baseline: contextlib.AbstractContextManager[Server] | None = None) -> dict[str, float]:
+    """Signed Shopify webhooks, one gateway process, against ``baseline`` (default: bare FastAPI)."""
+    print(
+        f"shopify webhook intake vs bare FastAPI: {CONNECTIONS} connections, "
+        f"{ROUNDS} rounds of {SECONDS:.0f}s"
+    )
+    with redis_server() as redis_url, baseline or baseline_server() as base, _gateway(redis_url) as gateway:
+        load(base, "/", connections=CONNECTIONS, seconds=1)  # warm-up
+        post_load(gateway, "/v1/webhooks/shopify", connections=CONNECTIONS, seconds=1)
+        rounds = []
+        for i in range(ROUNDS):
+            b = load(base, "/", connections=CONNECTIONS, seconds=SECONDS)
+            g = post_load(gateway, "/v1/webhooks/shopify", connections=CONNECTIONS, seconds=SECONDS)
+            assert set(g["statuses"]) == {"200"}, g["statuses"]
+            assert set(g["outcomes"]) == {"accepted"}, g["outcomes"]
+            print(row(f"round {i + 1} baseline", b))
+            print(row(f"round {i + 1} shopify webhook", g))
+            rounds.append((b, g))
+    ratio = median([g["rps"] for _, g in rounds]) / median([b["rps"] for b, _ in rounds])
+    p99 = median([g["p99_ms"] for _, g in rounds])
+    print(f"  => throughput webhook / baseline = {ratio:.2f}x  (target >= 0.5)")
+    print(f"  => webhook p99 {p99:.1f} ms at {CONNECTIONS} connections  (target <= 25 ms)")
+    return {"intake_ratio": ratio, "intake_p99_ms": p99}
+
+
+@contextlib.contextmanager
+def _sandbox(latency: float) -> Iterator[Server]:
+    env = {
+        "NEUROON_SHOP_ID": SHOP_ID,
+        "NEUROON_API_KEY": BENCH_KEY,
+        "NEUROON_SHOP_URL": "https://shop.example",
+    }
+    with server(
+        [str(BIN / "neuroon-gateway"), "sandbox", "--port", "{port}"], env, "/actuator/health"
+    ) as sandbox:
+        httpx.post(sandbox.url + "/_sandbox/latency", json={"seconds": latency}).raise_for_status()
+        yield sandbox
+
+
+def _fill(redis_url: str, count: int) -> None:
+    """Accepted orders straight into the queue, as intake leaves them (same key space, same script)."""
+    from app.store import connect
+    from app.store.conversions import ConversionStore
+
+    async def fill() -> None:
+        client = connect(redis_url, socket_timeout=10)
+        store = ConversionStore(client)
+        body = (
+            b'{"orderId":"%d","orderValue":186.9,"currency":"EUR","conversions":[{"productId":"SNOW-GRN-150",'
+        )
+        body += b'"searchLogId":"log_snow","quantity":1,"lineTotal":84.9}]}'
+        try:
+            for i in range(count):
+                await store.enqueue(SHOP_ID, str(i), body.replace(b"%d", str(i).encode()), "generic")
+        finally:
+            await client.aclose()
+
+    uvloop.run(fill())
+
+
+def delivery() -> dict[str, float]:
+    """One `neuroon-gateway worker` process draining a full queue to a sandbox answering in 50 ms."""
+    from app.store.conversions import pending_key
+
+    print(
+        f"delivery: {DELIVERY_ORDERS} queued orders, "
+        f"sandbox latency {UPSTREAM_LATENCY * 1000:.0f} ms, 1 worker"
+    )
+    with redis_server() as redis_url, _sandbox(UPSTREAM_LATENCY) as sandbox:
+        _fill(redis_url, DELIVERY_ORDERS)
+        client = redis.Redis.from_url(redis_url)
+        env = os.environ | {
+            "NEUROON_SHOP_ID": SHOP_ID,
+            "NEUROON_API_KEY": BENCH_KEY,
+            "NEUROON_SHOP_URL": "https://shop.example",
+            "NEUROON_API_URL": sandbox.url,
+            "REDIS_URL": redis_url,
+        }
+        started = time.perf_counter()
+        worker = subprocess.Popen(
+            [str(BIN / "neuroon-gateway"), "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while int(client.zcard(pending_key(SHOP_ID))) > 0:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {worker.returncode}")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+            client.close()
+        recorded = httpx.get(f"{sandbox.url}/_sandbox/shops/{SHOP_ID}/conversions").json()
+    distinct = len(recorded.get("conversions", recorded)) if isinstance(recorded, dict) else len(recorded)
+    rate = DELIVERY_ORDERS / elapsed
+    print(
+        f"  => {rate:.0f} orders/s delivered by one worker process (target >= 200); "
+        f"sandbox recorded {distinct}"
+    )
+    return {"delivery_orders_per_second": rate}
+
+
+def main(baseline: contextlib.AbstractContextManager[Server] | None = None) -> dict[str, float]:
+    return intake(baseline) | delivery()
+
+
+def _cli() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "loadgen":
+        parser = argparse.ArgumentParser()
+        parser.add_argument("command")
+        parser.add_argument("url")
+        parser.add_argument("--connections", type=int, default=CONNECTIONS)
+        parser.add_argument("--seconds", type=float, default=SECONDS)
+        args = parser.parse_args()
+        global SECRET
+        SECRET = os.environ["BENCH_SECRET"]
+        print(json.dumps(uvloop.run(_post_load(args.url, args.connections, args.seconds))))
+        return
+    main()
+
+
+if __name__ == "__main__":
+    _cli()
