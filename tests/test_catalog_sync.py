@@ -20,7 +20,7 @@ from app.sandbox import Fault, Sandbox
 from app.shops import Shop
 from app.store import connect
 from app.store.catalog import CatalogStore
-from tests.conftest import SHOP_ID
+from tests.conftest import CANARY_KEY, SHOP_ID
 
 
 @pytest.fixture
@@ -106,6 +106,7 @@ async def test_orphan_variants_are_reported_and_not_sent(
         ("PV2", "PV1", 3),
     ]
     assert set(sandbox.products(SHOP_ID)) == {"P1"}
+    assert await store.count(SHOP_ID) == 1  # the ledger still tells the truth
     assert report.ok
 
 
@@ -271,3 +272,27 @@ async def test_outcomes_and_last_sync_are_kept_for_metrics(
     await run(shop, neuroon, store, [item(1)])
     assert await store.outcomes(SHOP_ID) == {"sent": 1, "rejected": 1, "orphan": 1, "unchanged": 1}
     assert await store.last_sync(SHOP_ID) is not None
+
+
+async def test_the_key_never_reaches_a_report_even_if_neuroon_echoes_it(
+    shop: Shop, neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox
+) -> None:
+    echo = {"message": f"bad key {CANARY_KEY}", "details": [f"key={CANARY_KEY}"]}
+    sandbox.script("sync_products", Fault(400, body=echo), Fault(422, body={"message": CANARY_KEY}))
+    first = await run(shop, neuroon, store, [item(1)])
+    second = await run(shop, neuroon, store, [item(2)])
+    for report in (first, second):
+        assert report.failed_count == 1
+        text = json.dumps(report.to_json()) + report.to_text()
+        assert CANARY_KEY not in text
+        assert CANARY_KEY[3:] not in text
+
+
+async def test_full_with_nothing_to_send_does_not_wipe(
+    shop: Shop, neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox
+) -> None:
+    await run(shop, neuroon, store, [item(1)])
+    report = await run(shop, neuroon, store, [item(2, price="bad")], full=True)
+    assert any("not wiped" in n for n in report.notes)
+    assert set(sandbox.products(SHOP_ID)) == {"P1"}
+    assert await store.count(SHOP_ID) == 1  # the ledger still tells the truth

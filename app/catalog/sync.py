@@ -279,9 +279,6 @@ class SyncRun:
 
     async def run(self, rows: Iterable[FeedRow]) -> SyncReport:
         started = time.monotonic()
-        if self.options.full and not self.options.dry_run:
-            # FULL wipes Neuroon's catalog: nothing of the ledger will be true any more.
-            await self.store.clear(self.shop.id)
         senders = [asyncio.create_task(self._sender()) for _ in range(self.options.concurrency)]
         try:
             await self._produce(rows)
@@ -291,6 +288,8 @@ class SyncRun:
             await asyncio.gather(*senders)
         self.report.seconds = time.monotonic() - started
         self.report.rejected.sort(key=lambda r: r.line)
+        if self.options.full and not self._done:
+            self.report.note("FULL: nothing to send, so Neuroon's catalog was not wiped")
         self.progress(self.report)
         return self.report
 
@@ -459,6 +458,9 @@ class SyncRun:
                 )
             else:
                 accepted[item.external_id] = LedgerEntry(item.content_hash, snapshot(item.planned.product))
+        if batch.sync_type is SyncType.FULL:
+            # Neuroon wiped its catalog: nothing else of the ledger is true any more.
+            await self.store.clear(self.shop.id)
         await self.store.record(self.shop.id, accepted)
         self.report.sent += len(accepted)
 
