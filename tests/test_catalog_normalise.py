@@ -221,3 +221,23 @@ def test_fast_html_path_matches_the_standard_parser(html: str) -> None:
 
     expected = _SPACE.sub(" ", _parsed_text(html)).strip()
     assert html_to_text(html) == expected
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("GATEWAY_CATALOG_SYNC_LIMIT", "fast"),
+        ("GATEWAY_CATALOG_BATCH_SIZE", "0"),
+        ("GATEWAY_DESCRIPTION_SOFT_LIMIT", "6000"),
+        ("GATEWAY_PRICES_INCLUDE_TAX", "perhaps"),
+        ("GATEWAY_MAX_DELETE_RATIO", "2"),
+    ],
+)
+def test_bad_catalog_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    from app.settings import ConfigError, load_settings
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=var):
+        load_settings(_env_file=None)

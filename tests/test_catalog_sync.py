@@ -13,6 +13,8 @@ import pytest
 import redis
 
 from app.catalog.feed import FeedRow
+from app.catalog.mapping import FieldMapping
+from app.catalog.reconcile import reconcile
 from app.catalog.service import sync_feed
 from app.catalog.sync import SyncOptions, SyncReport, SyncRun
 from app.neuroon.client import NeuroonClient
@@ -296,3 +298,34 @@ async def test_full_with_nothing_to_send_does_not_wipe(
     assert any("not wiped" in n for n in report.notes)
     assert set(sandbox.products(SHOP_ID)) == {"P1"}
     assert await store.count(SHOP_ID) == 1  # the ledger still tells the truth
+
+
+async def test_reconcile_against_the_sandbox_listing(
+    shop: Shop, neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox
+) -> None:
+    feed = [item(i) for i in range(12)]
+    await run(shop, neuroon, store, feed)
+    sandbox.shops[SHOP_ID].products["STRAY"] = dict(sandbox.products(SHOP_ID)["P0"], externalId="STRAY")
+    kept = [f for f in feed if f["id"] not in ("P3", "P9")]
+    kept.append(item(0, price="not a price"))  # a bad row still names a product the shop has
+    report = await reconcile(
+        shop, neuroon, store, rows(kept), FieldMapping(), max_delete_ratio=0.25, dry_run=False
+    )
+    assert report.ok
+    assert report.source == "neuroon"
+    assert report.catalog == 13
+    assert report.to_delete == ["P3", "P9", "STRAY"]
+    assert set(sandbox.products(SHOP_ID)) == {f"P{i}" for i in range(12)} - {"P3", "P9"}
+    assert await store.count(SHOP_ID) == 10
+    assert (await store.outcomes(SHOP_ID)).get("deleted") is None  # counted by the callers
+
+
+async def test_reconcile_refuses_an_empty_feed(
+    shop: Shop, neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox
+) -> None:
+    await run(shop, neuroon, store, [item(i) for i in range(5)])
+    report = await reconcile(shop, neuroon, store, [], FieldMapping(), max_delete_ratio=0.2, dry_run=False)
+    assert report.refused is not None
+    assert not report.ok
+    assert len(sandbox.products(SHOP_ID)) == 5
+    assert [r for r in sandbox.requests if r.operation == "delete_product"] == []
