@@ -208,7 +208,7 @@ def detect_format(head: str, name: str | None) -> FeedFormat:
             return FeedFormat.JSONL
         if suffix == ".json":
             return FeedFormat.JSON
-        if suffix in (".csv", ".tsv"):
+        if suffix == ".csv":
             return FeedFormat.CSV
     first = head.lstrip("\ufeff \t\r\n")[:1]
     if first == "[":

@@ -32,6 +32,7 @@ from app.store.catalog import CatalogStore, LedgerEntry
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # rows normalised and looked up in the ledger together
+YIELD_EVERY = 50  # rows normalised between two yields to the event loop
 DRIFT_READS = 8  # per-product reads in flight at once during the drift check
 REPORT_LIMIT = 1000  # rejected rows / orphans / conflicts listed in full; beyond, only counted
 DRIFT_FIELDS = ("name", "price", "salePrice", "description", "sku", "stockQuantity", "inStock")
@@ -301,6 +302,10 @@ class SyncRun:
             if self._abort:
                 return
             self.report.rows += 1
+            if self.report.rows % YIELD_EVERY == 0:
+                # Normalising is CPU work: let the senders (and, behind the admin API, other requests)
+                # run between slices of it.
+                await asyncio.sleep(0)
             if row.data is None:
                 self.report.reject(RowError(row.line, "row", row.error or "unreadable"))
                 continue
