@@ -388,3 +388,34 @@ def test_a_killed_run_loses_nothing_and_the_rerun_sends_only_the_rest(
     assert report["sent"] == len(resent) < len(rows)
     # At most the batch in flight when it was killed is sent twice (Neuroon upserts: harmless).
     assert len(resent & received_before) <= 10
+
+
+def test_drift_against_the_docs_fake_and_without_its_read_route(
+    fake: tuple[FakeNeuroon, str], redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    neuroon, url = fake
+    rows = [
+        {"id": f"D{i}", "name": f"n{i}", "price": "5.00", "url": "https://shop.example/d"} for i in range(3)
+    ]
+    assert (
+        cli(
+            ["catalog", "sync", str(write_jsonl(tmp_path / "a.jsonl", rows))], url, redis_url, tmp_path
+        ).returncode
+        == 0
+    )
+    neuroon.catalog["D1"]["price"] = 4.5  # someone fixed the price in the dashboard
+    changed = [dict(r, name=r["name"] + " v2") for r in rows]
+    feed = write_jsonl(tmp_path / "b.jsonl", changed)
+    done = cli(["catalog", "sync", str(feed), "--json"], url, redis_url, tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["conflicts"] == [{"externalId": "D1", "fields": ["price"]}]
+    assert report["sent"] == 2
+    assert neuroon.catalog["D1"]["name"] == "n1"
+    neuroon.with_read = False  # a Neuroon without GET /products/{externalId}
+    forced = cli(["catalog", "sync", str(feed), "--json"], url, redis_url, tmp_path)
+    report = json.loads(forced.stdout)
+    assert report["sent"] == 1
+    (note,) = report["notes"]
+    assert note.startswith("drift check skipped: Neuroon answered 404 to GET /products/{externalId}")
+    assert neuroon.catalog["D1"]["name"] == "n1 v2"
