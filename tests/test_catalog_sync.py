@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from app.catalog import sync as sync_module
 from app.catalog.feed import FeedRow
 from app.catalog.mapping import FieldMapping
 from app.catalog.reconcile import reconcile
@@ -329,3 +330,29 @@ async def test_reconcile_refuses_an_empty_feed(
     assert not report.ok
     assert len(sandbox.products(SHOP_ID)) == 5
     assert [r for r in sandbox.requests if r.operation == "delete_product"] == []
+
+
+async def test_ordering_duplicates_and_orphans_across_many_chunks(
+    shop: Shop,
+    neuroon: NeuroonClient,
+    store: CatalogStore,
+    sandbox: Sandbox,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sync_module, "CHUNK", 3)  # every parent look-up crosses a chunk
+    feed = [item("V1", parent_id="P1"), item("W", parent_id="PV1"), item(2), item(9), item(1)]
+    feed += [item("X", parent_id="P2"), item(2), item("O", parent_id="GONE"), item("OO", parent_id="PO")]
+    feed += [item(3), item("V1", parent_id="P1")]
+    report = await run(shop, neuroon, store, feed, batch_size=2)
+    assert [(r.line, r.reason) for r in report.rejected] == [
+        (7, "duplicate: already at line 3"),
+        (11, "duplicate: already at line 1"),
+    ]
+    assert [(o.external_id, o.parent_external_id) for o in report.orphans] == [("PO", "GONE"), ("POO", "PO")]
+    order = [p["externalId"] for body, _ in sync_bodies(sandbox) for p in body["products"]]
+    assert order.index("P1") < order.index("PV1") < order.index("PW")
+    assert order.index("P2") < order.index("PX")
+    assert sorted(order) == sorted(["P1", "PV1", "PW", "P2", "P9", "PX", "P3"])
+    assert sandbox.shops[SHOP_ID].dropped_variants == []
+    assert list(redis_client.scan_iter(match="ngw:v1:catalog:*:run:*")) == []  # the run's index is gone

@@ -10,7 +10,7 @@ variant after its parent, or later than the batch holding it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -31,71 +31,62 @@ class Orphan:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    external_id: str
-    line: int
-    first_line: int
-
-
 class Planner:
-    """Feed-ordered products in, parent-before-variant products out."""
+    """Feed-ordered products in, parent-before-variant products out.
+
+    Only the variants waiting for a parent are kept here. Which ids this run has seen (duplicates) and
+    released (parents) is asked per chunk of the caller's run index in Redis, so memory does not grow
+    with the feed.
+    """
 
     def __init__(self) -> None:
-        self.first_line: dict[str, int] = {}  # every id seen this run (duplicates are refused)
-        self.released: set[str] = set()
         self.waiting: dict[str, list[Planned]] = {}  # parent id -> variants waiting for it
+        self.waiting_ids: set[str] = set()
 
-    def needs_lookup(self, products: Iterable[Planned]) -> list[str]:
-        """Parents that neither were released nor are in this chunk: ask the ledger about them."""
-        here = {p.product.external_id for p in products}
-        parents = {
-            p.product.parent_external_id
-            for p in products
-            if p.product.parent_external_id and p.product.parent_external_id not in self.released
-        }
-        return sorted(parents - here)
+    def needs_lookup(self, chunk: Sequence[Planned]) -> list[str]:
+        """Parents named in the chunk but not in it: the caller says which were released (earlier in this
+        run, and not waiting) or synced in an earlier run."""
+        here = {p.product.external_id for p in chunk}
+        parents = {p.product.parent_external_id for p in chunk if p.product.parent_external_id}
+        return sorted(p for p in parents - here if p is not None and p not in self.waiting_ids)
 
-    def add(self, item: Planned, synced: set[str]) -> list[Planned] | Duplicate:
-        """Release ``item`` (with any variants it unblocks), hold it until its parent comes, or refuse a
-        duplicate id. ``synced``: parents known to be in Neuroon already."""
-        external_id = item.product.external_id
-        first = self.first_line.get(external_id)
-        if first is not None:
-            return Duplicate(external_id, item.line, first)
-        self.first_line[external_id] = item.line
+    def add(self, item: Planned, released: set[str]) -> list[Planned]:
+        """Release ``item`` (with any variants it unblocks) or hold it until its parent comes.
+        ``released``: parents known to be released in this run or present in Neuroon; it grows with
+        what this call releases."""
         parent = item.product.parent_external_id
-        if parent and parent not in self.released and parent not in synced:
+        if parent and parent not in released:
             self.waiting.setdefault(parent, []).append(item)
+            self.waiting_ids.add(item.product.external_id)
             return []
         out: list[Planned] = []
         todo = [item]
         while todo:
             current = todo.pop(0)
+            external_id = current.product.external_id
             out.append(current)
-            self.released.add(current.product.external_id)
-            todo.extend(self.waiting.pop(current.product.external_id, []))
+            released.add(external_id)
+            self.waiting_ids.discard(external_id)
+            todo.extend(self.waiting.pop(external_id, []))
         return out
 
     def parents_still_missing(self) -> list[str]:
-        return sorted(self.waiting)
+        return sorted(p for p in self.waiting if p not in self.waiting_ids)
 
     def finish(self, synced: set[str]) -> tuple[list[Planned], list[Orphan]]:
-        """End of the feed: variants whose parent turned out to be synced already go; the rest are orphans."""
+        """End of the feed: variants whose parent turned out to be synced already go; the rest are orphans
+        (variants of an orphan included: their parent is never sent)."""
         released: list[Planned] = []
+        known = set(synced)
         for parent in list(self.waiting):
-            if parent in synced:
+            if parent in synced and parent in self.waiting:
                 for item in self.waiting.pop(parent):
-                    self.first_line.pop(item.product.external_id, None)
-                    more = self.add(item, synced)
-                    assert isinstance(more, list)
-                    released.extend(more)
+                    released.extend(self.add(item, known))
         orphans = [
             Orphan(item.product.external_id, parent, item.line)
             for parent, items in self.waiting.items()
             for item in items
         ]
-        # Variants of orphans are orphans too (their parent is never sent).
         return released, sorted(orphans, key=lambda o: o.line)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 
 from app.catalog.feed import FeedRow
 from app.catalog.normalise import RowError, Rules, normalise
-from app.catalog.plan import Duplicate, Orphan, Planned, Planner, content_hash, idempotency_key
+from app.catalog.plan import Orphan, Planned, Planner, content_hash, idempotency_key
 from app.neuroon.client import NeuroonClient
 from app.neuroon.errors import NeuroonError, NeuroonRejected
 from app.neuroon.models import Product, SyncType
@@ -267,6 +268,7 @@ class SyncRun:
             dry_run=options.dry_run,
         )
         self.planner = Planner()
+        self._run_id = secrets.token_hex(8)  # names this run's index of ids in Redis
         self._outgoing: list[_Item] = []
         self._batch_of: dict[str, int] = {}
         self._done: dict[int, asyncio.Event] = {}
@@ -287,6 +289,7 @@ class SyncRun:
             for _ in senders:
                 await self._queue.put(None)
             await asyncio.gather(*senders)
+            await self.store.end_run(self.shop.id, self._run_id)
         self.report.seconds = time.monotonic() - started
         self.report.rejected.sort(key=lambda r: r.line)
         if self.options.full and not self._done:
@@ -339,27 +342,31 @@ class SyncRun:
         await self._release(released)
         await self._cut(final=True)
 
+    async def _parents_present(self, ids: list[str]) -> set[str]:
+        """Of these parents (none of them waiting), those released earlier in this run or synced before."""
+        in_run = await self.store.in_run(self.shop.id, self._run_id, ids)
+        return in_run | await self._synced([i for i in ids if i not in in_run])
+
     async def _synced(self, ids: list[str]) -> set[str]:
         if not ids or self.options.full:  # after a FULL wipe, nothing is "previously synced"
             return set()
         return await self.store.known(self.shop.id, ids)
 
     async def _plan(self, chunk: list[Planned]) -> None:
-        synced = await self._synced(self.planner.needs_lookup(chunk))
-        released: list[Planned] = []
-        for item in chunk:
-            result = self.planner.add(item, synced)
-            if isinstance(result, Duplicate):
-                self.report.reject(
-                    RowError(
-                        result.line,
-                        "externalId",
-                        f"duplicate: already at line {result.first_line}",
-                        result.external_id,
-                    )
-                )
+        firsts = await self.store.claim_run_ids(
+            self.shop.id, self._run_id, [(p.product.external_id, p.line) for p in chunk]
+        )
+        fresh: list[Planned] = []
+        for item, first in zip(chunk, firsts, strict=True):
+            if first is None:
+                fresh.append(item)
             else:
-                released.extend(result)
+                message = f"duplicate: already at line {first}"
+                self.report.reject(RowError(item.line, "externalId", message, item.product.external_id))
+        known = await self._parents_present(self.planner.needs_lookup(fresh))
+        released: list[Planned] = []
+        for item in fresh:
+            released.extend(self.planner.add(item, known))
         await self._release(released)
         self.progress(self.report)
 
@@ -403,6 +410,9 @@ class SyncRun:
                 return
             try:
                 await self._send(batch)
+                for item in batch.items:  # later variants of these need not wait for this batch
+                    if self._batch_of.get(item.external_id) == batch.index:
+                        del self._batch_of[item.external_id]
             except Exception as exc:  # e.g. Redis gone: stop the run, but keep consuming the queue
                 log.exception("catalog_batch_error", extra={"shop": self.shop.id, "batch": batch.index})
                 self._abort = True

@@ -3,7 +3,8 @@ the time of the last successful sync.
 
 Keys: ``ngw:v1:catalog:{shop}:ledger`` (hash externalId -> JSON ``{"h": content hash, "s": snapshot}``),
 ``ngw:v1:catalog:{shop}:lock``, ``ngw:v1:catalog:{shop}:last-sync`` and ``…:counts`` (products per
-outcome, for /metrics). The ledger, the counts and the last sync time have no TTL on purpose: they
+outcome, for /metrics), and ``…:run:{run id}`` (the ids one run has seen, TTL a day, deleted at the end of
+the run). The ledger, the counts and the last sync time have no TTL on purpose: they
 mirror what Neuroon holds, which does not expire either (a lost ledger only costs a full resend).
 The lock has a TTL that its holder renews.
 """
@@ -47,6 +48,15 @@ def last_sync_key(shop_id: str) -> str:
 
 def counts_key(shop_id: str) -> str:
     return catalog_prefix(shop_id) + ":counts"
+
+
+def run_key(shop_id: str, run_id: str) -> str:
+    # The ids one run has seen, with their line: duplicates and parent look-ups without holding the
+    # feed's ids in the process. Deleted at the end of the run; the TTL covers a crashed one.
+    return catalog_prefix(shop_id) + f":run:{run_id}"
+
+
+RUN_TTL_SECONDS = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,33 @@ class CatalogStore:
     async def last_sync(self, shop_id: str) -> float | None:
         raw = await self.redis.get(last_sync_key(shop_id))
         return float(raw) if raw is not None else None
+
+    # --- one run's index of ids ---------------------------------------------------------------------
+
+    async def claim_run_ids(
+        self, shop_id: str, run_id: str, items: Sequence[tuple[str, int]]
+    ) -> list[int | None]:
+        """Record each (id, line) as seen by the run; for an id seen before, the line it was first seen at."""
+        if not items:
+            return []
+        key = run_key(shop_id, run_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for external_id, line in items:
+                pipe.hsetnx(key, external_id, line)
+            pipe.expire(key, RUN_TTL_SECONDS)
+            fresh = (await pipe.execute())[:-1]
+        seen = [external_id for (external_id, _), new in zip(items, fresh, strict=True) if not new]
+        first = dict(zip(seen, await self.redis.hmget(key, seen), strict=True)) if seen else {}
+        return [None if new else int(first[i] or 0) for (i, _), new in zip(items, fresh, strict=True)]
+
+    async def in_run(self, shop_id: str, run_id: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        found = await self.redis.hmget(run_key(shop_id, run_id), list(ids))
+        return {i for i, line in zip(ids, found, strict=True) if line is not None}
+
+    async def end_run(self, shop_id: str, run_id: str) -> None:
+        await self.redis.delete(run_key(shop_id, run_id))
 
     # --- run outcomes, for /metrics (every replica reports the same shared totals) ---------------------
 
