@@ -22,7 +22,7 @@ import httpx
 
 from bench.harness import BENCH_KEY, BIN, SHOP_ID, redis_server, server
 
-PRODUCTS = 100_000
+PRODUCTS = int(os.environ.get("BENCH_CATALOG_PRODUCTS", "100000"))
 BATCH = int(os.environ.get("BENCH_CATALOG_BATCH", "100"))
 # Neuroon documents 100 requests per 60 s: the same budget, ten times faster.
 REQUESTS, WINDOW = int(os.environ.get("BENCH_CATALOG_REQUESTS", "100")), 6.0
