@@ -241,3 +241,36 @@ def test_bad_catalog_settings_name_the_variable(
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=var):
         load_settings(_env_file=None)
+
+
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -7,
+    10**30,
+    Decimal("1e400"),
+    Decimal("-0.0"),
+    "",
+    " ",
+    "<b>",
+    "x" * 6000,
+    "\x00",
+    "€",
+    [],
+    ["a", 1, None],
+    [["nested"]],
+    {},
+    {"a": {"b": 1}},
+]
+
+
+@pytest.mark.parametrize("column", sorted({c for cols in FieldMapping().columns.values() for c in cols[:1]}))
+def test_any_value_in_any_field_is_a_product_or_a_reported_row_never_an_exception(column: str) -> None:
+    for value in ODD_VALUES:
+        result = normalise(BASE | {column: value}, 3, Rules())
+        assert isinstance(result, Product | RowError), (column, value)
+        if isinstance(result, RowError):
+            assert result.line == 3
+            assert result.field
+            assert result.reason
