@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator
 
 from app.store.catalog import CatalogStore
+
+log = logging.getLogger(__name__)
 
 LOCK_TTL_MS = 60_000  # a crashed holder blocks the next run for at most a minute
 RENEW_EVERY = 15.0
@@ -26,7 +29,10 @@ async def catalog_lock(store: CatalogStore, shop_id: str) -> AsyncIterator[None]
     async def renew() -> None:
         while True:
             await asyncio.sleep(RENEW_EVERY)
-            await store.renew_lock(shop_id, owner, LOCK_TTL_MS)
+            if not await store.renew_lock(shop_id, owner, LOCK_TTL_MS):
+                # Expired while we were stalled for longer than its TTL: another run may start now.
+                log.warning("catalog_lock_lost", extra={"shop": shop_id})
+                return
 
     task = asyncio.create_task(renew())
     try:
