@@ -14,6 +14,7 @@ import redis
 
 from app.catalog import sync as sync_module
 from app.catalog.feed import FeedRow
+from app.catalog.lock import LockBusy, catalog_lock
 from app.catalog.mapping import FieldMapping
 from app.catalog.reconcile import reconcile
 from app.catalog.service import sync_feed
@@ -356,3 +357,14 @@ async def test_ordering_duplicates_and_orphans_across_many_chunks(
     assert sorted(order) == sorted(["P1", "PV1", "PW", "P2", "P9", "PX", "P3"])
     assert sandbox.shops[SHOP_ID].dropped_variants == []
     assert list(redis_client.scan_iter(match="ngw:v1:catalog:*:run:*")) == []  # the run's index is gone
+
+
+async def test_the_shop_lock_admits_one_run_at_a_time(store: CatalogStore) -> None:
+    async with catalog_lock(store, SHOP_ID):
+        with pytest.raises(LockBusy):
+            async with catalog_lock(store, SHOP_ID):
+                pass
+        async with catalog_lock(store, "shop_other"):  # other shops are not affected
+            pass
+    async with catalog_lock(store, SHOP_ID):  # released
+        pass
