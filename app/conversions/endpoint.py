@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conversions import intake
 from app.errors import GatewayError, error_response
@@ -30,10 +31,6 @@ RECEIVERS: dict[str, tuple[RouteLabel, Receiver]] = {
     "/v1/webhooks/woocommerce": (RouteLabel("/v1/webhooks/woocommerce"), intake.receive_woocommerce),
     "/v1/webhooks/orders": (RouteLabel("/v1/webhooks/orders"), intake.receive_generic),
 }
-
-
-class _Disconnected(Exception):
-    pass
 
 
 class WebhookEndpoint:
@@ -53,10 +50,10 @@ class WebhookEndpoint:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         response: RawResponse | Any
         try:
-            body = await _read_body(receive, headers, state.settings.gateway_webhook_max_bytes)
+            body = await intake.read_body(receive, headers, state.settings.gateway_webhook_max_bytes)
             result = await receiver(state.intake, headers, body)
             response = RawResponse(200, orjson.dumps(result), {"content-type": "application/json"})
-        except _Disconnected:
+        except ClientDisconnect:
             return
         except GatewayError as exc:
             response = error_response(exc.status, exc.code, exc.detail, exc.headers)
@@ -67,25 +64,3 @@ class WebhookEndpoint:
                 500, "internal_error", "an unexpected error occurred; it has been logged"
             )
         await response(scope, receive, send)
-
-
-async def _read_body(receive: Receive, headers: Mapping[str, str], max_bytes: int) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise GatewayError(400, "malformed_payload", "Content-Length is not a number")
-        if int(declared) > max_bytes:
-            raise intake.too_large(max_bytes)
-    chunks = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise intake.too_large(max_bytes)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

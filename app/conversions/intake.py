@@ -16,7 +16,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 from redis.exceptions import RedisError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from app import metrics
 from app.conversions import orders
@@ -45,9 +46,10 @@ class Intake:
 # --- reading the request --------------------------------------------------------------------
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to exceed ``max_bytes``."""
-    declared = request.headers.get("content-length")
+async def read_body(receive: Receive, headers: Mapping[str, str], max_bytes: int) -> bytes:
+    """The raw body from the ASGI ``receive``, refused with 413 as soon as it is known to exceed
+    ``max_bytes`` (before reading it when Content-Length says so). Raises ClientDisconnect."""
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise GatewayError(400, "malformed_payload", "Content-Length is not a number")
@@ -55,12 +57,17 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise too_large(max_bytes)
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise too_large(max_bytes)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def too_large(max_bytes: int) -> GatewayError:
@@ -237,6 +244,8 @@ async def receive_generic(intake: Intake, headers: Mapping[str, str], body: byte
             raise _signature_error(first_error)
         payload = _json(body)
         shop_id = payload.get("shopId") if isinstance(payload, dict) else None
+        if shop_id is not None and not isinstance(shop_id, str):
+            raise GatewayError(400, "malformed_payload", "shopId must be a string")
         if shop_id is not None:
             named = next((s for s in signed_by if s.id == shop_id), None)
             if named is None:

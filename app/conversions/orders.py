@@ -125,7 +125,8 @@ def _attribute_clicks(entries: Any, where: str, name_key: str, value_key: str) -
         return {}
     clicks: dict[str, str] = {}
     for i, entry in enumerate(_list(entries, where)):
-        if isinstance(entry, dict) and entry.get(name_key) in ATTRIBUTE_NAMES:
+        name = entry.get(name_key) if isinstance(entry, dict) else None
+        if isinstance(name, str) and name in ATTRIBUTE_NAMES:
             clicks.update(parse_clicks(entry.get(value_key)))
         elif not isinstance(entry, dict):
             raise Malformed(f"{where}[{i}] must be a JSON object")
@@ -196,7 +197,7 @@ def parse_woocommerce(payload: Any, topic: str | None, product_id_field: Product
     order_id = _identifier(order.get("id"), "id")
     assert order_id is not None
     status = order.get("status")
-    if status not in WOOCOMMERCE_PAID_STATUSES:
+    if not isinstance(status, str) or status not in WOOCOMMERCE_PAID_STATUSES:
         raise Ignored(f"order status {status!r} is not a paid status")
     lines = []
     for i, raw in enumerate(_list(order.get("line_items"), "line_items")):

@@ -31,19 +31,19 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/v1/webhooks/shopify", summary="Shopify order webhook", responses=_RESPONSES)
 async def shopify_webhook(request: Request, state: StateDep) -> dict[str, Any]:
-    body = await intake.read_body(request, state.settings.gateway_webhook_max_bytes)
+    body = await intake.read_body(request.receive, request.headers, state.settings.gateway_webhook_max_bytes)
     return await intake.receive_shopify(state.intake, request.headers, body)
 
 
 @router.post("/v1/webhooks/woocommerce", summary="WooCommerce order webhook", responses=_RESPONSES)
 async def woocommerce_webhook(request: Request, state: StateDep) -> dict[str, Any]:
-    body = await intake.read_body(request, state.settings.gateway_webhook_max_bytes)
+    body = await intake.read_body(request.receive, request.headers, state.settings.gateway_webhook_max_bytes)
     return await intake.receive_woocommerce(state.intake, request.headers, body)
 
 
 @router.post("/v1/webhooks/orders", summary="Generic order webhook (Standard Webhooks)", responses=_RESPONSES)
 async def generic_webhook(request: Request, state: StateDep) -> dict[str, Any]:
-    body = await intake.read_body(request, state.settings.gateway_webhook_max_bytes)
+    body = await intake.read_body(request.receive, request.headers, state.settings.gateway_webhook_max_bytes)
     return await intake.receive_generic(state.intake, request.headers, body)
 
 
@@ -70,7 +70,7 @@ async def post_attribution(
     shop = resolve_shop(state, shop_id, origin)
     check_origin(shop, origin)
     await attribution.enforce_rate_limit(state, request)
-    body = await intake.read_body(request, attribution.MAX_BODY_BYTES)
+    body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
     await attribution.remember(state.conversions, shop, request.headers, body, request.cookies)
     return Response(status_code=204, headers=cors_headers(origin))
 

@@ -295,7 +295,7 @@ def _record(flat: list[bytes]) -> dict[str, str]:
 
 
 class _GroupCommit:
-    """Claims issued in the same event-loop turn go to Redis in one pipeline (group commit).
+    """Calls of one script issued in the same event-loop turn go to Redis in one pipeline (group commit).
 
     Each caller still awaits its own script's answer, so nothing about atomicity or durability
     changes; under load, one round trip carries many webhooks, which is most of the intake's cost.
@@ -361,8 +361,9 @@ class ConversionStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._claim = _GroupCommit(client, client.register_script(_CLAIM))
-        self._begin = client.register_script(_BEGIN)
-        self._delivered = client.register_script(_DELIVERED)
+        # The steps of every webhook and every delivery go through group commits.
+        self._begin = _GroupCommit(client, client.register_script(_BEGIN))
+        self._delivered = _GroupCommit(client, client.register_script(_DELIVERED))
         self._retry_later = client.register_script(_RETRY_LATER)
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._pause = client.register_script(_PAUSE)
@@ -464,23 +465,23 @@ class ConversionStore:
 
     async def begin_attempt(self, entry: StreamEntry) -> dict[str, str] | None:
         """Mark an attempt; the order's record, or None (acknowledged) when it is already finished."""
-        flat = await self._begin(
-            keys=[order_key(entry.shop_id, entry.order_id), stream_key(entry.shop_id)], args=[entry.entry_id]
+        flat = await self._begin.call(
+            [order_key(entry.shop_id, entry.order_id), stream_key(entry.shop_id)], [entry.entry_id]
         )
         return _record(flat) if flat else None
 
     async def mark_delivered(
         self, shop_id: str, order_id: str, entry_id: str | None, retention_seconds: int
     ) -> None:
-        await self._delivered(
-            keys=[
+        await self._delivered.call(
+            [
                 order_key(shop_id, order_id),
                 stream_key(shop_id),
                 pending_key(shop_id),
                 delayed_key(shop_id),
                 paused_key(shop_id),
             ],
-            args=[entry_id or "", order_id, retention_seconds],
+            [entry_id or "", order_id, retention_seconds],
         )
 
     async def retry_later(
