@@ -168,3 +168,15 @@ def test_metrics_show_catalog_outcomes_and_last_sync(admin: TestClient) -> None:
     assert f'neuroon_gateway_catalog_products_total{{outcome="deleted",shop="{SHOP_ID}"}} 1.0' in text
     assert f'neuroon_gateway_catalog_last_success_timestamp_seconds{{shop="{SHOP_ID}"}}' in text
     assert CANARY_KEY not in text
+
+
+def test_bad_admin_paths_and_queries_are_clear_4xx(admin: TestClient, live_sandbox: Sandbox) -> None:
+    too_long = admin.delete("/v1/admin/catalog/products/" + "x" * 600, headers=AUTH)
+    assert too_long.status_code == 400
+    assert too_long.json()["error"] == "invalid_request"
+    unknown = admin.post("/v1/admin/domain/verify?shopId=shop_nobody", headers=AUTH)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_shop"
+    flag = admin.post("/v1/admin/catalog/products?force=maybe", json={"products": [product(1)]}, headers=AUTH)
+    assert flag.status_code == 400
+    assert live_sandbox.requests == []
