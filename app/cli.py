@@ -476,6 +476,16 @@ def sandbox(
     uvicorn.run(sandbox.app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
 
 
+def _add_catalog_commands() -> None:
+    from app.catalog.cli import catalog_app, verify_domain_command
+
+    cli.add_typer(catalog_app, name="catalog")
+    cli.command("verify-domain")(verify_domain_command)
+
+
+_add_catalog_commands()
+
+
 def main() -> None:
     try:
         cli()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from starlette.responses import JSONResponse, Response
 
+from app.catalog.service import refresh_metrics as refresh_catalog_metrics
 from app.deps import StateDep
 
 router = APIRouter(tags=["operations"])
@@ -36,5 +39,9 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(state: StateDep) -> Response:
+    # Catalog totals are shared through Redis (runs happen in CLI processes too); without Redis the
+    # last known values are served.
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        await asyncio.wait_for(refresh_catalog_metrics(state.catalog, state.shops), READY_TIMEOUT_SECONDS)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from app import __version__, health
 from app.auth import build_admin_auth
+from app.catalog import routes as catalog_routes
 from app.conversions import admin as conversion_admin
 from app.conversions import endpoint as webhook_endpoint
 from app.conversions import routes as webhook_routes
@@ -29,6 +30,7 @@ from app.settings import ConfigError, Settings, load_settings
 from app.shops import ShopRegistry
 from app.state import GatewayState
 from app.store import Store, connect
+from app.store.catalog import CatalogStore
 from app.store.conversions import ConversionStore
 from app.tokens import endpoint as token_endpoint
 from app.tokens.cache import TokenCache
@@ -124,6 +126,7 @@ def create_app(
             attribution_limiter=RateLimiter(store, "attribution", settings.gateway_attribution_rate_limit),
             neuroon=NeuroonClient.from_settings(http, settings),
             admin_auth=admin_auth,
+            catalog=CatalogStore(redis),
         )
         await warn_if_redis_can_lose_conversions(conversions)
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
@@ -156,4 +159,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(webhook_routes.router)
     app.include_router(conversion_admin.router)
+    app.include_router(catalog_routes.router)
     return app

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 PREFIX = "neuroon_gateway_"
 
@@ -116,3 +119,36 @@ def observe_http(route: str, method: str, status: int, seconds: float) -> None:
 @cache
 def token_served(shop: str, source: str) -> Counter:
     return widget_tokens_served.labels(shop, source)
+
+
+class CatalogCollector(Collector):
+    """Catalog outcomes and the last successful sync per shop. Sync runs happen in CLI processes and
+    CronJobs as well as behind the admin API, so the totals live in Redis (app/store/catalog.py); the
+    /metrics handler refreshes this copy before each scrape. Every replica reports the same totals:
+    aggregate them with max(), not sum()."""
+
+    def __init__(self) -> None:
+        self.products: dict[tuple[str, str], float] = {}
+        self.last_success: dict[str, float] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        products = CounterMetricFamily(
+            PREFIX + "catalog_products",
+            "Catalog products by outcome (sent, unchanged, rejected, orphan, drifted, failed, deleted).",
+            labels=["shop", "outcome"],
+        )
+        for (shop, outcome), value in sorted(self.products.items()):
+            products.add_metric([shop, outcome], value)
+        yield products
+        last = GaugeMetricFamily(
+            PREFIX + "catalog_last_success_timestamp_seconds",
+            "Unix time of the last catalog sync run that ended without failures, per shop.",
+            labels=["shop"],
+        )
+        for shop, value in sorted(self.last_success.items()):
+            last.add_metric([shop], value)
+        yield last
+
+
+catalog = CatalogCollector()
+REGISTRY.register(catalog)

@@ -208,6 +208,22 @@ class Settings(BaseSettings):
     gateway_attribution_rate_limit: int = Field(default=120, ge=0)
     # Run the delivery worker inside `serve` (`serve --no-worker` turns it off).
     gateway_run_worker: bool = True
+    # Catalog sync (docs/catalog.md, "Settings"). Whether the feed's prices include tax: Neuroon takes
+    # prices as they are, so `catalog sync` refuses to guess (exit 2 while unset).
+    gateway_prices_include_tax: bool | None = None
+    # Products per sync request: Neuroon's maximum is 500.
+    gateway_catalog_batch_size: int = Field(default=500, ge=1, le=500)
+    # Sync requests in flight at once (the client's limiter paces them to Neuroon's budget).
+    gateway_catalog_concurrency: int = Field(default=4, ge=1, le=32)
+    # Descriptions are cut at a word boundary to this many characters (docs: >2000 degrades ranking).
+    gateway_description_soft_limit: int = Field(default=2000, ge=100, le=5000)
+    # A JSON file mapping Neuroon fields to feed columns (docs/catalog.md, "Field mapping").
+    gateway_catalog_field_map: Path | None = None
+    # The sync budget the client paces by, "REQUESTS/SECONDS": Neuroon documents 100 per minute.
+    # Change it only if Neuroon announces another limit (the benchmark runs at a faster scale).
+    gateway_catalog_sync_limit: str = Field(default="100/60", pattern=r"^\d{1,6}/\d{1,6}(\.\d+)?$")
+    # Largest share of the catalog `catalog reconcile` deletes without refusing (0.2 = 20 %).
+    gateway_max_delete_ratio: float = Field(default=0.2, ge=0, le=1)
     # The Neuroon client (docs/neuroon.md): seconds one request may take; attempts per call (1 = no
     # retry); the longest wait between attempts, Retry-After included: a 429 asking for longer is
     # handed to the caller at once instead of being waited out.

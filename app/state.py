@@ -11,6 +11,7 @@ from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.shops import ShopRegistry
 from app.store import Store
+from app.store.catalog import CatalogStore
 from app.store.conversions import ConversionStore
 from app.tokens.cache import TokenCache
 
@@ -30,3 +31,4 @@ class GatewayState:
     attribution_limiter: RateLimiter
     neuroon: NeuroonClient
     admin_auth: AdminAuth | None
+    catalog: CatalogStore

@@ -1,0 +1,530 @@
+"""The sync run: rows in, batches out to Neuroon, a report at the end.
+
+Rows are read, normalised and planned in chunks; released products are compared with the ledger (delta
+sync), cut into batches and handed to a few senders over a bounded queue, so memory stays flat while
+the client's limiter paces the senders to Neuroon's budget. A batch waits for the earlier batches
+holding parents of its variants (and, in a FULL run, for the FULL batch). Before a product synced in
+an earlier run is overwritten, Neuroon's copy is compared with the snapshot we last sent (drift). The
+ledger is written after each accepted batch, so a crashed run loses nothing: the rerun sends only what
+is still missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from app.catalog.feed import FeedRow
+from app.catalog.normalise import RowError, Rules, normalise
+from app.catalog.plan import Orphan, Planned, Planner, content_hash, idempotency_key
+from app.neuroon.client import NeuroonClient
+from app.neuroon.errors import NeuroonError, NeuroonRejected
+from app.neuroon.models import Product, SyncType
+from app.shops import Shop
+from app.store.catalog import CatalogStore, LedgerEntry
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500  # rows normalised and looked up in the ledger together
+YIELD_EVERY = 50  # rows normalised between two yields to the event loop
+DRIFT_READS = 8  # per-product reads in flight at once during the drift check
+REPORT_LIMIT = 1000  # rejected rows / orphans / conflicts listed in full; beyond, only counted
+DRIFT_FIELDS = ("name", "price", "salePrice", "description", "sku", "stockQuantity", "inStock")
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    prices_include_tax: bool
+    rules: Rules = field(default_factory=Rules)
+    batch_size: int = 500
+    concurrency: int = 4
+    full: bool = False
+    force: bool = False
+    overwrite_drift: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    external_id: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    external_id: str
+    reason: str
+
+
+@dataclass
+class SyncReport:
+    prices_include_tax: bool
+    sync_type: str = "INCREMENTAL"
+    dry_run: bool = False
+    rows: int = 0
+    sent: int = 0
+    unchanged: int = 0
+    rejected: list[RowError] = field(default_factory=list)
+    rejected_count: int = 0
+    orphans: list[Orphan] = field(default_factory=list)
+    orphan_count: int = 0
+    drifted: list[Conflict] = field(default_factory=list)
+    drifted_count: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    failed_count: int = 0
+    batches: int = 0
+    notes: list[str] = field(default_factory=list)
+    aborted: str | None = None
+    seconds: float = 0.0
+
+    def reject(self, error: RowError) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < REPORT_LIMIT:
+            self.rejected.append(error)
+
+    def fail(self, external_id: str, reason: str) -> None:
+        self.failed_count += 1
+        if len(self.failed) < REPORT_LIMIT:
+            self.failed.append(Failure(external_id, reason))
+
+    def conflict(self, external_id: str, fields: Sequence[str]) -> None:
+        self.drifted_count += 1
+        if len(self.drifted) < REPORT_LIMIT:
+            self.drifted.append(Conflict(external_id, tuple(fields)))
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    @property
+    def ok(self) -> bool:
+        """All that could be sent was: rejected rows, orphans and conflicts are reported, not failures."""
+        return self.aborted is None and self.failed_count == 0
+
+    def outcomes(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected_count,
+            "orphan": self.orphan_count,
+            "drifted": self.drifted_count,
+            "failed": self.failed_count,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "syncType": self.sync_type,
+            "dryRun": self.dry_run,
+            "pricesIncludeTax": self.prices_include_tax,
+            "rows": self.rows,
+            "sent": self.sent,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected_count,
+            "orphans": self.orphan_count,
+            "drifted": self.drifted_count,
+            "failed": self.failed_count,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+            "rejectedRows": [
+                {"line": r.line, "externalId": r.external_id, "field": r.field, "reason": r.reason}
+                for r in self.rejected
+            ],
+            "orphanVariants": [
+                {"line": o.line, "externalId": o.external_id, "parentExternalId": o.parent_external_id}
+                for o in self.orphans
+            ],
+            "conflicts": [{"externalId": c.external_id, "fields": list(c.fields)} for c in self.drifted],
+            "failures": [{"externalId": f.external_id, "reason": f.reason} for f in self.failed],
+            "notes": self.notes,
+            "aborted": self.aborted,
+        }
+
+    def to_text(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        tax = "including tax" if self.prices_include_tax else "excluding tax"
+        lines = [
+            f"catalog sync ({self.sync_type}{', dry run' if self.dry_run else ''}): {self.rows} rows "
+            f"in {self.seconds:.1f}s; prices sent as given, {tax} (GATEWAY_PRICES_INCLUDE_TAX)",
+            f"  {verb}: {self.sent} in {self.batches} batches",
+            f"  unchanged (not sent): {self.unchanged}",
+            f"  rejected: {self.rejected_count}",
+        ]
+        lines += [
+            f"    line {r.line}{f' ({r.external_id})' if r.external_id else ''}: {r.field}: {r.reason}"
+            for r in self.rejected
+        ]
+        lines.append(
+            f"  orphan variants (parent neither in the feed nor synced; not sent): {self.orphan_count}"
+        )
+        lines += [f"    line {o.line}: {o.external_id} -> {o.parent_external_id}" for o in self.orphans]
+        lines.append(
+            f"  drifted (changed in Neuroon since our last sync; not overwritten): {self.drifted_count}"
+        )
+        lines += [f"    {c.external_id}: {', '.join(c.fields)}" for c in self.drifted]
+        lines.append(f"  failed: {self.failed_count}")
+        lines += [f"    {f.external_id}: {f.reason}" for f in self.failed]
+        listed = self.rejected_count + self.orphan_count + self.drifted_count + self.failed_count
+        if listed > len(self.rejected) + len(self.orphans) + len(self.drifted) + len(self.failed):
+            lines.append(f"  (only the first {REPORT_LIMIT} of each list are shown)")
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.aborted:
+            lines.append(f"  ABORTED: {self.aborted}")
+        return "\n".join(lines)
+
+
+# --- drift ---------------------------------------------------------------------------------------------
+
+
+def _digest(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def snapshot(product: Product) -> dict[str, Any]:
+    """The fields the docs say to diff, as we sent them (the description as a digest: it can be long)."""
+    return {
+        "name": product.name,
+        "price": _money(product.price),
+        "salePrice": _money(product.sale_price),
+        "description": _digest(product.description),
+        "sku": product.sku,
+        "stockQuantity": product.stock_quantity,
+        "inStock": product.in_stock,
+    }
+
+
+def drifted_fields(last_sent: dict[str, Any], remote: Product) -> list[str]:
+    """Fields whose value in Neuroon differs from what we last sent. A field Neuroon's copy does not
+    carry is not compared (its read may omit fields; absence is not evidence of an edit)."""
+    theirs = snapshot(remote)
+    out = []
+    for name in DRIFT_FIELDS:
+        ours, remote_value = last_sent.get(name), theirs[name]
+        if remote_value is None:
+            continue
+        if name in ("price", "salePrice"):
+            same = ours is not None and Decimal(str(ours)) == Decimal(str(remote_value))
+        else:
+            same = ours == remote_value
+        if not same:
+            out.append(name)
+    return out
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Item:
+    planned: Planned
+    content_hash: str
+    previous: LedgerEntry | None
+
+    @property
+    def external_id(self) -> str:
+        return self.planned.product.external_id
+
+
+@dataclass(slots=True)
+class _Batch:
+    index: int
+    items: list[_Item]
+    sync_type: SyncType
+    depends_on: set[int]
+
+
+ProgressHook = Callable[[SyncReport], None]
+
+
+class SyncRun:
+    """One run for one shop. Collaborators come in; nothing global is touched but metrics (by the caller)."""
+
+    def __init__(
+        self,
+        shop: Shop,
+        neuroon: NeuroonClient,
+        store: CatalogStore,
+        options: SyncOptions,
+        progress: ProgressHook | None = None,
+    ) -> None:
+        self.shop = shop
+        self.neuroon = neuroon
+        self.store = store
+        self.options = options
+        self.progress = progress or (lambda _: None)
+        self.report = SyncReport(
+            prices_include_tax=options.prices_include_tax,
+            sync_type="FULL" if options.full else "INCREMENTAL",
+            dry_run=options.dry_run,
+        )
+        self.planner = Planner()
+        self._run_id = secrets.token_hex(8)  # names this run's index of ids in Redis
+        self._outgoing: list[_Item] = []
+        self._batch_of: dict[str, int] = {}
+        self._done: dict[int, asyncio.Event] = {}
+        self._failed_ids: set[str] = set()
+        self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=options.concurrency * 2)
+        self._currency: str | None = None
+        self._drift_reads_work = False
+        self._drift_unavailable = False
+        self._probe = asyncio.Lock()
+        self._abort = False
+
+    async def run(self, rows: Iterable[FeedRow]) -> SyncReport:
+        started = time.monotonic()
+        senders = [asyncio.create_task(self._sender()) for _ in range(self.options.concurrency)]
+        try:
+            await self._produce(rows)
+        finally:
+            for _ in senders:
+                await self._queue.put(None)
+            await asyncio.gather(*senders)
+            await self.store.end_run(self.shop.id, self._run_id)
+        self.report.seconds = time.monotonic() - started
+        self.report.rejected.sort(key=lambda r: r.line)
+        if self.options.full and not self._done:
+            self.report.note("FULL: nothing to send, so Neuroon's catalog was not wiped")
+        self.progress(self.report)
+        return self.report
+
+    # --- producing ---------------------------------------------------------------------------------
+
+    async def _produce(self, rows: Iterable[FeedRow]) -> None:
+        chunk: list[Planned] = []
+        for row in rows:
+            if self._abort:
+                return
+            self.report.rows += 1
+            if self.report.rows % YIELD_EVERY == 0:
+                # Normalising is CPU work: let the senders (and, behind the admin API, other requests)
+                # run between slices of it.
+                await asyncio.sleep(0)
+            if row.data is None:
+                self.report.reject(RowError(row.line, "row", row.error or "unreadable"))
+                continue
+            result = normalise(row.data, row.line, self.options.rules)
+            if isinstance(result, RowError):
+                self.report.reject(result)
+                continue
+            if result.currency:
+                # Neuroon refuses a batch mixing currencies (422): one currency per run, the first seen.
+                self._currency = self._currency or result.currency
+                if result.currency != self._currency:
+                    self.report.reject(
+                        RowError(
+                            row.line,
+                            "currency",
+                            f"{result.currency} differs from the feed's {self._currency}",
+                            result.external_id,
+                        )
+                    )
+                    continue
+            chunk.append(Planned(result, row.line))
+            if len(chunk) >= CHUNK:
+                await self._plan(chunk)
+                chunk = []
+        if chunk:
+            await self._plan(chunk)
+        missing = self.planner.parents_still_missing()
+        released, orphans = self.planner.finish(await self._synced(missing))
+        self.report.orphan_count = len(orphans)
+        self.report.orphans = orphans[:REPORT_LIMIT]
+        await self._release(released)
+        await self._cut(final=True)
+
+    async def _parents_present(self, ids: list[str]) -> set[str]:
+        """Of these parents (none of them waiting), those released earlier in this run or synced before."""
+        in_run = await self.store.in_run(self.shop.id, self._run_id, ids)
+        return in_run | await self._synced([i for i in ids if i not in in_run])
+
+    async def _synced(self, ids: list[str]) -> set[str]:
+        if not ids or self.options.full:  # after a FULL wipe, nothing is "previously synced"
+            return set()
+        return await self.store.known(self.shop.id, ids)
+
+    async def _plan(self, chunk: list[Planned]) -> None:
+        firsts = await self.store.claim_run_ids(
+            self.shop.id, self._run_id, [(p.product.external_id, p.line) for p in chunk]
+        )
+        fresh: list[Planned] = []
+        for item, first in zip(chunk, firsts, strict=True):
+            if first is None:
+                fresh.append(item)
+            else:
+                message = f"duplicate: already at line {first}"
+                self.report.reject(RowError(item.line, "externalId", message, item.product.external_id))
+        known = await self._parents_present(self.planner.needs_lookup(fresh))
+        released: list[Planned] = []
+        for item in fresh:
+            released.extend(self.planner.add(item, known))
+        await self._release(released)
+        self.progress(self.report)
+
+    async def _release(self, released: list[Planned]) -> None:
+        if not released:
+            return
+        ids = [p.product.external_id for p in released]
+        known = {} if self.options.full else await self.store.entries(self.shop.id, ids)
+        for planned in released:
+            digest = content_hash(planned.product)
+            previous = known.get(planned.product.external_id)
+            if previous is not None and previous.content_hash == digest and not self.options.force:
+                self.report.unchanged += 1
+                continue
+            self._outgoing.append(_Item(planned, digest, previous))
+        await self._cut()
+
+    async def _cut(self, *, final: bool = False) -> None:
+        size = self.options.batch_size
+        while len(self._outgoing) >= size or (final and self._outgoing):
+            items, self._outgoing = self._outgoing[:size], self._outgoing[size:]
+            index = len(self._done)
+            depends = {0} if self.options.full and index > 0 else set()
+            for item in items:
+                parent = item.planned.product.parent_external_id
+                if parent is not None and parent in self._batch_of:
+                    depends.add(self._batch_of[parent])
+            for item in items:
+                self._batch_of[item.external_id] = index
+            depends.discard(index)
+            sync_type = SyncType.FULL if self.options.full and index == 0 else SyncType.INCREMENTAL
+            self._done[index] = asyncio.Event()
+            await self._queue.put(_Batch(index, items, sync_type, depends))
+
+    # --- sending -----------------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            if batch is None:
+                return
+            try:
+                await self._send(batch)
+                for item in batch.items:  # later variants of these need not wait for this batch
+                    if self._batch_of.get(item.external_id) == batch.index:
+                        del self._batch_of[item.external_id]
+            except Exception as exc:  # e.g. Redis gone: stop the run, but keep consuming the queue
+                log.exception("catalog_batch_error", extra={"shop": self.shop.id, "batch": batch.index})
+                self._abort = True
+                self.report.aborted = f"internal error while sending ({type(exc).__name__}); see the logs"
+                for item in batch.items:
+                    self.report.fail(item.external_id, "not recorded: the run was aborted")
+            finally:
+                self._done[batch.index].set()
+                self.progress(self.report)
+
+    async def _send(self, batch: _Batch) -> None:
+        for index in sorted(batch.depends_on):
+            await self._done[index].wait()
+        items = []
+        for item in batch.items:
+            parent = item.planned.product.parent_external_id
+            if self._abort:
+                self.report.fail(item.external_id, "not sent: the run was aborted")
+            elif parent is not None and parent in self._failed_ids:
+                # Neuroon would drop it silently: its parent is not there.
+                self._failed_ids.add(item.external_id)
+                self.report.fail(item.external_id, "not sent: its parent could not be synced")
+            else:
+                items.append(item)
+        if items and not self.options.full and not self.options.overwrite_drift:
+            items = await self._without_drift(items)
+        if not items:
+            return
+        self.report.batches += 1
+        if self.options.dry_run:
+            self.report.sent += len(items)
+            return
+        ids = [i.external_id for i in items]
+        key = idempotency_key(self.shop.id, ids, batch.sync_type)
+        try:
+            result = await self.neuroon.sync_products(
+                self.shop, [i.planned.product for i in items], sync_type=batch.sync_type, idempotency_key=key
+            )
+        except NeuroonError as exc:
+            if isinstance(exc, NeuroonRejected) and exc.is_auth_failure:
+                self._abort = True
+                self.report.aborted = f"Neuroon refused the Shop API Key or Origin ({exc.message})"
+            reason = exc.message
+            if isinstance(exc, NeuroonRejected) and exc.details:
+                reason += " — " + "; ".join(exc.details[:5])
+            self._failed_ids.update(ids)
+            for external_id in ids:
+                self.report.fail(external_id, reason)
+            log.warning("catalog_batch_failed", extra={"shop": self.shop.id, "batch": batch.index})
+            return
+        refused = {e.external_id: e.message or "refused" for e in result.errors if e.external_id}
+        accepted = {}
+        for item in items:
+            if item.external_id in refused:
+                self._failed_ids.add(item.external_id)
+                self.report.reject(
+                    RowError(item.planned.line, "product", refused[item.external_id], item.external_id)
+                )
+            else:
+                accepted[item.external_id] = LedgerEntry(item.content_hash, snapshot(item.planned.product))
+        if batch.sync_type is SyncType.FULL:
+            # Neuroon wiped its catalog: nothing else of the ledger is true any more.
+            await self.store.clear(self.shop.id)
+        await self.store.record(self.shop.id, accepted)
+        self.report.sent += len(accepted)
+
+    async def _read(self, item: _Item) -> Product | NeuroonError | None:
+        try:
+            return await self.neuroon.get_product(self.shop, item.external_id)
+        except NeuroonError as exc:
+            return exc
+
+    async def _without_drift(self, items: list[_Item]) -> list[_Item]:
+        """Leave out products whose copy in Neuroon changed since we last sent them."""
+        candidates = [i for i in items if i.previous is not None]
+        if not candidates or self._drift_unavailable:
+            return items
+        results: list[tuple[_Item, Product | NeuroonError | None]] = []
+        if not self._drift_reads_work:
+            # Neuroon does not document GET /products/{externalId}. Until one read has worked, one read
+            # at a time: a 404 then means the route is not there, and the check is skipped for the run.
+            async with self._probe:
+                if self._drift_unavailable:
+                    return items
+                while candidates and not self._drift_reads_work:
+                    first, candidates = candidates[0], candidates[1:]
+                    remote = await self._read(first)
+                    if remote is None:
+                        self._drift_unavailable = True
+                        self.report.note(
+                            "drift check skipped: Neuroon answered 404 to GET /products/{externalId} "
+                            "(per-product read not available)"
+                        )
+                        return items
+                    results.append((first, remote))
+                    self._drift_reads_work = isinstance(remote, Product)
+        gate = asyncio.Semaphore(DRIFT_READS)
+
+        async def read(item: _Item) -> tuple[_Item, Product | NeuroonError | None]:
+            async with gate:
+                return item, await self._read(item)
+
+        results += await asyncio.gather(*(read(i) for i in candidates))
+        held: set[str] = set()
+        for item, remote in results:
+            if isinstance(remote, NeuroonError):
+                held.add(item.external_id)
+                self.report.fail(item.external_id, f"drift check failed: {remote.message}")
+            elif remote is not None:  # None: gone from Neuroon, and sending it again restores it
+                assert item.previous is not None
+                fields = drifted_fields(item.previous.snapshot, remote)
+                if fields:
+                    held.add(item.external_id)
+                    self.report.conflict(item.external_id, fields)
+        return [i for i in items if i.external_id not in held]
