@@ -196,8 +196,8 @@ class Settings(BaseSettings):
         60, 300, 1800, 7200, 21_600, 43_200, 86_400, 86_400, 86_400,
     )  # fmt: skip
     # Deliveries in flight at once per worker process. Kept below the Neuroon client's connection
-    # pool (20): requests queued inside httpx's pool cost far more CPU than they save (make bench).
-    gateway_worker_concurrency: int = Field(default=16, ge=1, le=1024)
+    # pool (32): requests queued inside httpx's pool cost far more CPU than they save (make bench).
+    gateway_worker_concurrency: int = Field(default=24, ge=1, le=1024)
     # A delivery whose worker has not renewed its lease for this long is taken over by another worker.
     gateway_worker_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
     # While a shop is paused (Neuroon said 401/403), one delivery is tried this often to resume.

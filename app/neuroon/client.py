@@ -58,7 +58,7 @@ def build_http_client(
         timeout=httpx.Timeout(settings.neuroon_timeout, connect=min(5.0, settings.neuroon_timeout)),
         # Every pooled connection is kept alive: with fewer keep-alive slots than connections, a
         # busy worker opens and closes a connection per request (measured in make bench).
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         transport=transport,
         follow_redirects=False,  # a redirect would carry the key to wherever it points
