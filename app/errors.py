@@ -32,6 +32,12 @@ def error_response(status: int, code: str, detail: str, headers: dict[str, str] 
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+def internal_error_response(exc: BaseException) -> Response:
+    """The answer to a bug: logged with its traceback, reported without any detail."""
+    log.exception("unhandled_error", exc_info=exc)
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -68,8 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, "invalid_request", _field_errors(exc))
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", exc_info=exc)
-        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+        return internal_error_response(exc)
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.errors import GatewayError
 from app.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,19 @@ class RateLimiter:
         self._mono = monotonic
         self._clients: dict[str, _Window] = {}
         self._current_window = 0
+
+    async def enforce(
+        self, peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...], what: str
+    ) -> None:
+        """Count a request of the client behind ``peer``; raise 429 with Retry-After when over the limit."""
+        wait = await self.hit(client_address(peer, forwarded_for, trusted))
+        if wait is not None:
+            raise GatewayError(
+                429,
+                "rate_limited",
+                f"too many {what} requests from this address",
+                headers={"retry-after": str(wait)},
+            )
 
     async def hit(self, client: str) -> int | None:
         """Count one request; return the seconds to wait when the client is over its limit."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from pydantic import SecretStr
 
+from app.errors import GatewayError
 from app.logging import redact_secrets
 from app.settings import ShopConfig, check_api_key, read_secret_file
 
@@ -96,6 +97,21 @@ class ShopRegistry:
 
     def by_origin(self, origin: str) -> Shop | None:
         return self._by_origin.get(origin)
+
+    def resolve(self, shop_id: str | None, origin: str | None = None) -> Shop:
+        """The shop a request is for: ``shopId``, else the only shop, else the shop of the browser's
+        Origin. Raises 404 ``unknown_shop`` / 400 ``shop_required``."""
+        if shop_id is not None:
+            shop = self.get(shop_id)
+            if shop is None:
+                raise GatewayError(404, "unknown_shop", "no shop with this shopId is configured")
+            return shop
+        if self.single is not None:
+            return self.single
+        shop = self.by_origin(origin.lower()) if origin else None
+        if shop is None:
+            raise GatewayError(400, "shop_required", "several shops are configured: pass ?shopId=")
+        return shop
 
     def reload_keys(self) -> list[Shop]:
         return [shop for shop in self._by_id.values() if shop.reload_key()]

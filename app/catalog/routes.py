@@ -20,8 +20,6 @@ from app.catalog.sync import SyncOptions
 from app.catalog.verify import verify_domain
 from app.deps import StateDep
 from app.errors import GatewayError
-from app.shops import Shop
-from app.state import GatewayState
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PRODUCTS = 5000
@@ -55,18 +53,6 @@ PUSH_BODY = {
         },
     }
 }
-
-
-def _shop(state: GatewayState, shop_id: str | None) -> Shop:
-    if shop_id is not None:
-        shop = state.shops.get(shop_id)
-        if shop is None:
-            raise GatewayError(404, "unknown_shop", "no shop with this shopId is configured")
-        return shop
-    single = state.shops.single
-    if single is None:
-        raise GatewayError(400, "shop_required", "several shops are configured: pass ?shopId=")
-    return single
 
 
 async def _products(request: Request) -> list[Any]:
@@ -109,7 +95,7 @@ async def push_products(
     force: bool = Query(False, description="Send products the ledger says are unchanged."),
     overwrite_drift: bool = Query(False, alias="overwriteDrift"),
 ) -> JSONResponse:
-    shop = _shop(state, shop_id)
+    shop = state.shops.resolve(shop_id)
     products = await _products(request)
     settings = state.settings
     if settings.gateway_prices_include_tax is None:
@@ -145,7 +131,7 @@ async def delete_product(
     external_id: str = Path(min_length=1, max_length=512),
     shop_id: str | None = Query(None, alias="shopId", max_length=128),
 ) -> dict[str, Any]:
-    shop = _shop(state, shop_id)
+    shop = state.shops.resolve(shop_id)
     report = await delete_products(shop, state.neuroon, state.catalog, [external_id])
     if not report.ok:
         raise GatewayError(502, "upstream_failed", f"Neuroon did not delete it: {report.failed[external_id]}")
@@ -166,7 +152,7 @@ async def delete_product(
 async def verify(
     _: AdminDep, state: StateDep, shop_id: str | None = Query(None, alias="shopId", max_length=128)
 ) -> dict[str, Any]:
-    result = await verify_domain(_shop(state, shop_id), state.neuroon)
+    result = await verify_domain(state.shops.resolve(shop_id), state.neuroon)
     if not result.ok:
         status = 503 if result.status == "unavailable" else 502
         code = {"origin_mismatch": "origin_mismatch", "unavailable": "upstream_unavailable"}.get(

@@ -15,17 +15,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from redis.exceptions import RedisError
-from starlette.requests import Request
 
 from app import metrics
 from app.errors import GatewayError
 from app.neuroon.models import ConversionItem, ConversionRequest
-from app.ratelimit import client_address
 from app.shops import Shop
 
 if TYPE_CHECKING:
     from app.conversions.orders import Order
-    from app.state import GatewayState
     from app.store.conversions import ConversionStore
 
 COOKIE_NAME = "neuroon_clicks"
@@ -141,21 +138,6 @@ def to_conversion(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> Con
 
 
 # --- POST /v1/attribution -----------------------------------------------------------------
-
-
-async def enforce_rate_limit(state: GatewayState, request: Request) -> None:
-    peer = request.client.host if request.client else None
-    client = client_address(
-        peer, request.headers.get("x-forwarded-for"), state.settings.gateway_trusted_proxies
-    )
-    wait = await state.attribution_limiter.hit(client)
-    if wait is not None:
-        raise GatewayError(
-            429,
-            "rate_limited",
-            "too many attribution requests from this address",
-            headers={"retry-after": str(wait)},
-        )
 
 
 async def remember(

@@ -8,7 +8,6 @@ other method. The work itself is the same ``intake`` functions either way.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -17,12 +16,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conversions import intake
-from app.errors import GatewayError, error_response
+from app.errors import GatewayError, error_response, internal_error_response
 from app.middleware import RouteLabel
 from app.state import GatewayState
 from app.tokens.endpoint import RawResponse
-
-log = logging.getLogger(__name__)
 
 Receiver = Callable[[intake.Intake, Mapping[str, str], bytes], Awaitable[dict[str, Any]]]
 
@@ -57,10 +54,7 @@ class WebhookEndpoint:
             return
         except GatewayError as exc:
             response = error_response(exc.status, exc.code, exc.detail, exc.headers)
-        except Exception:
+        except Exception as exc:
             # Ahead of FastAPI's error middleware, so we keep its promise ourselves.
-            log.exception("unhandled_error")
-            response = error_response(
-                500, "internal_error", "an unexpected error occurred; it has been logged"
-            )
+            response = internal_error_response(exc)
         await response(scope, receive, send)

@@ -15,7 +15,6 @@ from app.conversions import attribution, intake
 from app.cors import check_origin, cors_headers, preflight_headers
 from app.deps import StateDep
 from app.errors import GatewayError
-from app.tokens.endpoint import resolve_shop
 
 router = APIRouter(tags=["order webhooks"])
 
@@ -67,9 +66,14 @@ async def post_attribution(
     request: Request, state: StateDep, shop_id: str | None = Query(None, alias="shopId", max_length=128)
 ) -> Response:
     origin = request.headers.get("origin")
-    shop = resolve_shop(state, shop_id, origin)
+    shop = state.shops.resolve(shop_id, origin)
     check_origin(shop, origin)
-    await attribution.enforce_rate_limit(state, request)
+    await state.attribution_limiter.enforce(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        state.settings.gateway_trusted_proxies,
+        "attribution",
+    )
     body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
     await attribution.remember(state.conversions, shop, request.headers, body, request.cookies)
     return Response(status_code=204, headers=cors_headers(origin))
@@ -82,7 +86,7 @@ async def attribution_preflight(
     origin = request.headers.get("origin")
     if origin is None:
         raise GatewayError(400, "not_a_preflight", "a CORS preflight carries an Origin header")
-    check_origin(resolve_shop(state, shop_id, origin), origin)
+    check_origin(state.shops.resolve(shop_id, origin), origin)
     headers = preflight_headers(
         origin, "POST, OPTIONS", request.headers.get("access-control-request-headers")
     )

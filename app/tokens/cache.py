@@ -86,11 +86,8 @@ class TokenCache:
     async def get(self, shop: Shop) -> tuple[CachedToken, Source]:
         """The shop's current token. Never raises for Redis trouble."""
         entry = self._memory.get(shop.id)
-        if (
-            entry is not None
-            and entry.key_fingerprint == shop.key_fingerprint
-            and self._mono() < entry.fresh_until
-        ):
+        if self._fresh(entry, shop):
+            assert entry is not None
             return entry, "memory"
         lock = self._locks.setdefault(shop.id, asyncio.Lock())
         if lock.locked() and self._usable(entry, shop):
@@ -99,11 +96,8 @@ class TokenCache:
             return entry, "memory"
         async with lock:
             entry = self._memory.get(shop.id)
-            if (
-                entry is not None
-                and entry.key_fingerprint == shop.key_fingerprint
-                and self._mono() < entry.fresh_until
-            ):
+            if self._fresh(entry, shop):
+                assert entry is not None
                 return entry, "memory"
             try:
                 return await self._refresh(shop, entry)
@@ -113,6 +107,14 @@ class TokenCache:
                     "token_cache_redis_unavailable", extra={"shop": shop.id, "error": type(exc).__name__}
                 )
                 return self._without_redis(shop, entry)
+
+    def _fresh(self, entry: CachedToken | None, shop: Shop) -> bool:
+        """Servable without asking Redis: same key, within this replica's memory TTL."""
+        return (
+            entry is not None
+            and entry.key_fingerprint == shop.key_fingerprint
+            and self._mono() < entry.fresh_until
+        )
 
     def _usable(self, entry: CachedToken | None, shop: Shop) -> bool:
         """Same key and not about to expire by this replica's clock."""

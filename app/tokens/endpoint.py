@@ -9,7 +9,6 @@ OpenAPI entry is written out in ``OPENAPI_PATH`` below.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,13 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import metrics
 from app.cors import check_origin, cors_headers, preflight_headers
-from app.errors import ErrorBody, GatewayError, error_response
+from app.errors import ErrorBody, GatewayError, error_response, internal_error_response
 from app.middleware import RouteLabel
-from app.ratelimit import client_address
-from app.shops import Shop
 from app.state import GatewayState
-
-log = logging.getLogger(__name__)
 
 PATH = "/v1/widget-token"
 ROUTE = RouteLabel(PATH)
@@ -38,22 +33,6 @@ class WidgetToken(BaseModel):
     issuedAt: int
     expiresAt: int
     refreshAfter: int
-
-
-def resolve_shop(state: GatewayState, shop_id: str | None, origin: str | None) -> Shop:
-    """The shop a browser-facing request is for: ?shopId=, else the only shop, else the Origin's shop."""
-    if shop_id is not None:
-        shop = state.shops.get(shop_id)
-        if shop is None:
-            raise GatewayError(404, "unknown_shop", "no shop with this shopId is configured")
-        return shop
-    single = state.shops.single
-    if single is not None:
-        return single
-    shop = state.shops.by_origin(origin.lower()) if origin else None
-    if shop is None:
-        raise GatewayError(400, "shop_required", "several shops are configured: pass ?shopId=")
-    return shop
 
 
 def _shop_id_param(query_string: bytes) -> str | None:
@@ -83,19 +62,16 @@ class WidgetTokenEndpoint:
             response = await self._handle(scope)
         except GatewayError as exc:
             response = error_response(exc.status, exc.code, exc.detail, exc.headers)
-        except Exception:
+        except Exception as exc:
             # Ahead of FastAPI's error middleware, so we keep its promise ourselves.
-            log.exception("unhandled_error")
-            response = error_response(
-                500, "internal_error", "an unexpected error occurred; it has been logged"
-            )
+            response = internal_error_response(exc)
         await response(scope, receive, send)
 
     async def _handle(self, scope: Scope) -> RawResponse:
         headers = {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
         origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
         state: GatewayState = scope["state"]["gateway"]
-        shop = resolve_shop(state, _shop_id_param(scope["query_string"]), origin)
+        shop = state.shops.resolve(_shop_id_param(scope["query_string"]), origin)
         if scope["method"] == "OPTIONS":
             if origin is None:
                 raise GatewayError(400, "not_a_preflight", "a CORS preflight carries an Origin header")
@@ -110,18 +86,12 @@ class WidgetTokenEndpoint:
             )
         check_origin(shop, origin)
         forwarded = headers.get(b"x-forwarded-for")
-        peer = scope["client"][0] if scope.get("client") else None
-        client = client_address(
-            peer, forwarded and forwarded.decode("latin-1"), state.settings.gateway_trusted_proxies
+        await state.token_limiter.enforce(
+            scope["client"][0] if scope.get("client") else None,
+            forwarded and forwarded.decode("latin-1"),
+            state.settings.gateway_trusted_proxies,
+            "token",
         )
-        wait = await state.token_limiter.hit(client)
-        if wait is not None:
-            raise GatewayError(
-                429,
-                "rate_limited",
-                "too many token requests from this address",
-                headers={"retry-after": str(wait)},
-            )
         entry, source = await state.tokens.get(shop)
         metrics.token_served(shop.id, source).inc()
         out = cors_headers(origin)
