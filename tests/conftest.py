@@ -23,6 +23,7 @@ from app.neuroon.client import NeuroonClient, build_http_client
 from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from app.settings import Settings, ShopConfig
 from app.shops import Shop
+from tests.webhooks import SHOPIFY_SECRET, STANDARD_SECRET, WOO_SECRET
 
 _ENV_PREFIXES = ("NEUROON_", "GATEWAY_", "SHOPIFY_", "WOOCOMMERCE_", "REDIS_URL")
 # Captured before the autouse fixture below scrubs the environment of every test.
@@ -84,6 +85,19 @@ def make_settings(redis_url: str, redis_client: redis.Redis) -> SettingsFactory:
         return Settings(_env_file=None, **{k: v for k, v in values.items() if v is not None})
 
     return build
+
+
+@pytest.fixture
+def webhook_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
+    """The real app with a secret for each webhook platform, without the delivery worker."""
+    settings = make_settings(
+        shopify_webhook_secret=SHOPIFY_SECRET,
+        woocommerce_webhook_secret=WOO_SECRET,
+        gateway_webhook_secret=STANDARD_SECRET,
+        gateway_run_worker=False,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
 
 
 @pytest.fixture

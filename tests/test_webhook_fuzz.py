@@ -7,15 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from tests.conftest import SettingsFactory
 from tests.webhooks import (
-    SHOPIFY_SECRET,
-    STANDARD_SECRET,
-    WOO_SECRET,
     encode,
     generic_order,
     shopify_headers,
@@ -51,18 +45,6 @@ def replaced(document: Any, path: tuple[Any, ...], value: Any) -> Any:
     return mutated
 
 
-@pytest.fixture
-def client(make_settings: SettingsFactory, redis_client: redis.Redis) -> Iterator[TestClient]:
-    settings = make_settings(
-        shopify_webhook_secret=SHOPIFY_SECRET,
-        woocommerce_webhook_secret=WOO_SECRET,
-        gateway_webhook_secret=STANDARD_SECRET,
-        gateway_run_worker=False,
-    )
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
 Case = tuple[str, Any, Callable[[bytes], dict[str, str]]]
 CASES: list[Case] = [
     ("/v1/webhooks/shopify", shopify_order(clicks={"SNOW-GRN-150": "log_a"}), shopify_headers),
@@ -73,13 +55,13 @@ CASES: list[Case] = [
 
 @pytest.mark.parametrize(("url", "document", "sign"), CASES, ids=["shopify", "woocommerce", "generic"])
 def test_no_field_value_makes_a_5xx(
-    client: TestClient, url: str, document: Any, sign: Callable[[bytes], dict[str, str]]
+    webhook_client: TestClient, url: str, document: Any, sign: Callable[[bytes], dict[str, str]]
 ) -> None:
     seen = set()
     for path in paths(document):
         for value in ODD_VALUES:
             body = encode(replaced(document, path, value))
-            response = client.post(url, content=body, headers=sign(body))
+            response = webhook_client.post(url, content=body, headers=sign(body))
             # A shopId naming no shop (signed by ours) is a 404; anything else is accepted or a 400.
             allowed = (200, 400, 404) if path == ("shopId",) else (200, 400)
             assert response.status_code in allowed, (path, value, response.text)
@@ -90,8 +72,8 @@ def test_no_field_value_makes_a_5xx(
 
 
 @pytest.mark.parametrize("field", ["cartToken", "clicks"])
-def test_no_attribution_value_makes_a_5xx(client: TestClient, field: str) -> None:
+def test_no_attribution_value_makes_a_5xx(webhook_client: TestClient, field: str) -> None:
     for value in ODD_VALUES:
         body = {"cartToken": "cart-1", "clicks": {"A": "log_a"}} | {field: value}
-        response = client.post("/v1/attribution", json=body)
+        response = webhook_client.post("/v1/attribution", json=body)
         assert response.status_code in (204, 400), (field, value, response.text)

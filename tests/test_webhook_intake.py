@@ -38,18 +38,6 @@ CLICKS = {"SNOW-GRN-150": "log_snow", "WAX-01": "log_wax"}
 WOO_CLICKS = {"HOODIE-M": "log_hoodie"}
 
 
-@pytest.fixture
-def webhook_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
-    settings = make_settings(
-        shopify_webhook_secret=SHOPIFY_SECRET,
-        woocommerce_webhook_secret=WOO_SECRET,
-        gateway_webhook_secret=STANDARD_SECRET,
-        gateway_run_worker=False,
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
 def queued(redis_client: redis.Redis, order_id: str, shop_id: str = SHOP_ID) -> dict[str, Any]:
     raw = redis_client.hget(order_key(shop_id, order_id), "body")
     assert raw is not None, "the order is not queued"
