@@ -21,6 +21,7 @@ from app.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from app.sandbox.serve import SandboxServer
+    from app.shops import ShopRegistry
 
 cli = typer.Typer(
     name="neuroon-gateway",
@@ -244,7 +245,6 @@ def token(
 ) -> None:
     """Print the current widget token (from the cache, signing if needed)."""
     from app.neuroon.signing import sign_widget_token
-    from app.shops import ShopRegistry
     from app.store import Store, connect
     from app.tokens.cache import TokenCache
 
@@ -261,13 +261,9 @@ def token(
     settings = _load(**overrides) if overrides else settings
     configure_logging(settings.gateway_log_format)
     try:
-        shops = ShopRegistry(settings.shops())
-    except ConfigError as exc:
+        chosen = _shops(settings).choose(shop)
+    except LookupError as exc:
         raise fail(str(exc)) from None
-    redact_secrets(s.api_key.get_secret_value() for s in shops)
-    chosen = shops.get(shop) if shop else shops.single
-    if chosen is None:
-        raise fail("unknown shop" if shop else "several shops are configured: pass --shop")
     if settings.redis_url is None:
         # No shared cache to consult: a locally signed token is just as valid.
         typer.echo(sign_widget_token(chosen.id, chosen.api_key.get_secret_value(), int(time.time())))
@@ -296,7 +292,7 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis_url.get_secret_value()
 
 
-def _shops(settings: Settings) -> Any:
+def _shops(settings: Settings) -> ShopRegistry:
     from app.main import secret_values
     from app.shops import ShopRegistry
 

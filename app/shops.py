@@ -113,6 +113,15 @@ class ShopRegistry:
             raise GatewayError(400, "shop_required", "several shops are configured: pass ?shopId=")
         return shop
 
+    def choose(self, shop_id: str | None) -> Shop:
+        """The shop a command is for: the one named, else the only one. LookupError otherwise."""
+        chosen = self.get(shop_id) if shop_id else self.single
+        if chosen is None:
+            raise LookupError(
+                f"unknown shop {shop_id}" if shop_id else "several shops are configured: pass --shop"
+            )
+        return chosen
+
     def reload_keys(self) -> list[Shop]:
         return [shop for shop in self._by_id.values() if shop.reload_key()]
 

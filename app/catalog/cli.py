@@ -68,10 +68,10 @@ def _shop(settings: Settings, shop_id: str | None) -> Shop:
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     redact_secrets(s.api_key.get_secret_value() for s in shops)
-    chosen = shops.get(shop_id) if shop_id else shops.single
-    if chosen is None:
-        raise _fail(f"unknown shop {shop_id}" if shop_id else "several shops are configured: pass --shop")
-    return chosen
+    try:
+        return shops.choose(shop_id)
+    except LookupError as exc:
+        raise _fail(str(exc)) from None
 
 
 def sync_limiter(settings: Settings) -> UpstreamLimiter:
