@@ -16,6 +16,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from app.store.packing import with_hiredis_packing
+
 log = logging.getLogger(__name__)
 
 PREFIX = "ngw:v1:"
@@ -62,13 +64,16 @@ def connect(url: str, *, socket_timeout: float = 1.0) -> aioredis.Redis:
     connection that Redis closed, and anything longer would stall requests during an outage.
     The delivery worker's client gets a longer ``socket_timeout``: it blocks on stream reads.
     """
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         url,
         socket_connect_timeout=0.5,
         socket_timeout=socket_timeout,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     )
+    pool = client.connection_pool  # connections are made on first use, so the class can still change
+    pool.connection_class = with_hiredis_packing(pool.connection_class)
+    return client
 
 
 class Store:
