@@ -7,13 +7,13 @@ bytes when it grows past that: a cut value still yields every complete pair befo
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import orjson
 from redis.exceptions import RedisError
 
 from app import metrics
@@ -52,8 +52,8 @@ def parse_clicks(raw: Any) -> dict[str, str]:
     text = raw.strip()
     for candidate in (text, unquote(text)):
         try:
-            value = json.loads(candidate)
-        except ValueError:
+            value = orjson.loads(candidate)
+        except orjson.JSONDecodeError:
             continue
         if isinstance(value, Mapping):
             return _clean(value.items())
@@ -65,8 +65,8 @@ def parse_clicks(raw: Any) -> dict[str, str]:
     pairs = []
     for match in _PAIR.finditer(decoded):
         try:
-            pairs.append((json.loads(f'"{match.group(1)}"'), json.loads(f'"{match.group(2)}"')))
-        except ValueError:
+            pairs.append((orjson.loads(f'"{match.group(1)}"'), orjson.loads(f'"{match.group(2)}"')))
+        except orjson.JSONDecodeError:
             continue
     return _clean(pairs)
 
@@ -149,8 +149,8 @@ async def remember(
     if kind not in ("application/json", "text/plain"):
         raise GatewayError(415, "unsupported_media_type", "expected Content-Type application/json")
     try:
-        payload = json.loads(body)
-    except ValueError:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise GatewayError(400, "malformed_payload", "the body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise GatewayError(400, "malformed_payload", "the body must be a JSON object")
