@@ -126,14 +126,16 @@ return {1, 'accepted'}
 """
 )
 
-# KEYS: order, stream. ARGV: entry id. Marks the start of an attempt; returns the record.
+# KEYS: order, stream. ARGV: entry id (or '' for a pause probe, whose order waits in the delayed set).
+# Marks the start of an attempt; returns the record.
 _BEGIN = (
     _NOW_MS
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'accepted' and state ~= 'delivering' then
-  redis.call('XACK', KEYS[2], 'workers', ARGV[1])
-  redis.call('XDEL', KEYS[2], ARGV[1])
+"""
+    + _ACK_ENTRY
+    + """
   return false
 end
 redis.call('HSET', KEYS[1], 'state', 'delivering', 'lastAttemptAt', now)
@@ -216,6 +218,16 @@ end
 return 0
 """
 )
+
+# KEYS: order. ARGV: error. A pause probe that did not go through: the order stays where it waits
+# (the delayed set, for the next probe) and only its record changes. Not once it is finished: a slow
+# probe may overlap the next one, which could have delivered it meanwhile.
+_PROBE_FAILED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'accepted' and state ~= 'delivering' then return 0 end
+redis.call('HSET', KEYS[1], 'lastError', ARGV[1])
+return 1
+"""
 
 # KEYS: delayed, stream, paused. ARGV: limit. Moves due retries into the stream (not while paused).
 _PROMOTE = (
@@ -370,6 +382,7 @@ class ConversionStore:
         self._retry_later = client.register_script(_RETRY_LATER)
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._pause = client.register_script(_PAUSE)
+        self._probe_failed = client.register_script(_PROBE_FAILED)
         self._promote = client.register_script(_PROMOTE)
         self._replay = client.register_script(_REPLAY)
         self._drop = client.register_script(_DROP)
@@ -472,6 +485,15 @@ class ConversionStore:
             [order_key(entry.shop_id, entry.order_id), stream_key(entry.shop_id)], [entry.entry_id]
         )
         return _record(flat) if flat else None
+
+    async def begin_probe(self, shop_id: str, order_id: str) -> dict[str, str] | None:
+        """Mark a pause probe's attempt on an order waiting in the delayed set (it counts like any
+        other attempt); the order's record, or None when the order is already finished."""
+        flat = await self._begin.call([order_key(shop_id, order_id), stream_key(shop_id)], [""])
+        return _record(flat) if flat else None
+
+    async def probe_failed(self, shop_id: str, order_id: str, error: str) -> None:
+        await self._probe_failed(keys=[order_key(shop_id, order_id)], args=[error])
 
     async def mark_delivered(
         self, shop_id: str, order_id: str, entry_id: str | None, retention_seconds: int
