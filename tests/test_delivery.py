@@ -272,6 +272,31 @@ def test_auth_failure_pauses_the_shop_and_a_probe_resumes_it(
     wait_for(lambda: metric("neuroon_gateway_delivery_paused", {"shop": SHOP_ID}) == 0, "gauge back to 0")
 
 
+def test_probe_deliveries_count_as_the_orders_attempts(
+    gateway: GatewayFactory, live_sandbox: Sandbox, redis_client: redis.Redis
+) -> None:
+    def attempts(result: str) -> float:
+        return metric("neuroon_gateway_delivery_attempts_total", {"shop": SHOP_ID, "result": result})
+
+    before = {result: attempts(result) for result in ("auth_failure", "unavailable", "delivered")}
+    # The delivery pauses the shop; then the probes meet a 403, a 503, and go through.
+    live_sandbox.script("track_conversion", 401, 403, 503, 200)
+    client = gateway()
+    post_shopify(client, shopify_order(1, clicks=CLICKS))
+    wait_for(lambda: delivered(client, "1"), "resume and delivery")
+    assert live_sandbox.statuses("track_conversion") == [401, 403, 503, 200]
+    assert sends(live_sandbox) == ["1"] * 4
+    assert sends(live_sandbox, 200) == ["1"]  # never sent again after the probe's 2xx
+    state = state_of(client, "1")
+    assert state["attempts"] == 4  # the delivery that paused the shop, then three probes
+    assert "503" in state["lastError"]  # the last failed probe's error, not the pause's reason
+    assert attempts("auth_failure") == before["auth_failure"] + 2
+    assert attempts("unavailable") == before["unavailable"] + 1
+    assert attempts("delivered") == before["delivered"] + 1
+    assert redis_client.exists(paused_key(SHOP_ID)) == 0
+    assert redis_client.zcard(pending_key(SHOP_ID)) == 0
+
+
 def test_rotated_key_pauses_until_the_gateway_has_the_new_key(
     gateway: GatewayFactory, live_sandbox: Sandbox, redis_client: redis.Redis, tmp_path: Any
 ) -> None:

@@ -295,34 +295,56 @@ class DeliveryWorker:
     # --- paused shops ----------------------------------------------------------------------
 
     async def _probe(self, shop: Shop, paused: dict[str, str]) -> None:
-        """One real delivery, by one worker per interval: its success resumes the shop."""
+        """One real delivery, by one worker per interval: its success resumes the shop.
+
+        It is an attempt like any other: in the order's record (attempts, last error) and in the
+        attempts metric. When it fails the order keeps waiting for the next probe: no step of the retry
+        schedule is spent and MAX_ATTEMPTS does not apply, since a paused shop drops nothing.
+        """
         if not await self.store.acquire_probe(shop.id, self.name, int(self.probe_interval * 1000)):
             return
         order_id = paused.get("orderId") or await self.store.next_delayed(shop.id)
-        record = await self.store.order(shop.id, order_id) if order_id else None
-        conversion = (
-            _conversion(record) if record and record.get("state") in ("accepted", "delivering") else None
-        )
-        if order_id is None or conversion is None:
+        record = await self.store.begin_probe(shop.id, order_id) if order_id else None
+        if order_id is None or record is None:
             await self._resume(shop)  # nothing left to prove the key with: the next delivery will tell
+            return
+        conversion = _conversion(record)
+        if conversion is None:  # as _deliver would, once resumed; it proves nothing about the key
+            await self._dead_letter(shop, order_id, None, "stored body is unreadable")
+            await self._resume(shop)
             return
         try:
             await self.sender.track_conversion(shop, conversion, attempts=1)
         except NeuroonRejected as exc:
-            if exc.is_auth_failure:
-                metrics.delivery_attempts.labels(shop.id, "auth_failure").inc()
+            if not exc.is_auth_failure:
+                metrics.delivery_attempts.labels(shop.id, "rejected").inc()
+                # Past authentication: the key works again; this order itself is refused.
+                await self._dead_letter(shop, order_id, None, _reason(exc))
+                await self._resume(shop)
                 return
-            metrics.delivery_attempts.labels(shop.id, "rejected").inc()
-            # Past authentication: the key works again; this order itself is refused.
-            await self._dead_letter(shop, order_id, None, _reason(exc))
-            await self._resume(shop)
-        except (NeuroonRateLimited, NeuroonUnavailable):
-            return  # no verdict on the key; probe again later
+            metrics.delivery_attempts.labels(shop.id, "auth_failure").inc()
+            error = _reason(exc)
+        except NeuroonRateLimited as exc:
+            metrics.delivery_attempts.labels(shop.id, "rate_limited").inc()
+            error = _reason(exc)  # no verdict on the key: probe again later
+        except NeuroonUnavailable as exc:
+            metrics.delivery_attempts.labels(shop.id, "unavailable").inc()
+            error = _reason(exc)
+        except Exception as exc:  # a bug must not lose the order: it waits for the next probe
+            metrics.delivery_attempts.labels(shop.id, "error").inc()
+            log.exception("probe_unexpected_error", extra={"shop": shop.id, "order_id": order_id})
+            error = f"unexpected error: {type(exc).__name__}"
         else:
             metrics.delivery_attempts.labels(shop.id, "delivered").inc()
             await self.store.mark_delivered(shop.id, order_id, None, self.retention_seconds)
             metrics.conversions.labels(shop.id, "delivered").inc()
+            log.info(
+                "conversion_delivered",
+                extra={"shop": shop.id, "order_id": order_id, "attempts": int(record.get("attempts", "1"))},
+            )
             await self._resume(shop)
+            return
+        await self.store.probe_failed(shop.id, order_id, error)
 
     async def _resume(self, shop: Shop) -> None:
         await self.store.resume(shop.id)
