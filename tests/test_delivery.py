@@ -23,6 +23,7 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from app.conversions.worker import HOUSEKEEPING_SECONDS, READ_BLOCK_MS
 from app.main import create_app
 from app.sandbox import Fault, Sandbox, SandboxShop, create_sandbox
 from app.store.conversions import dead_key, paused_key, pending_key, stream_key
@@ -263,10 +264,15 @@ def test_auth_failure_pauses_the_shop_and_a_probe_resumes_it(
     post_shopify(client, shopify_order(1, clicks=CLICKS))
     wait_for(lambda: redis_client.exists(paused_key(SHOP_ID)) == 1, "pause")
     assert metric("neuroon_gateway_delivery_paused", {"shop": SHOP_ID}) == 1
-    # Accepted while paused: it waits (nothing is dropped, nothing is sent before the probe succeeds).
+    # Once the worker has seen the pause (it looks at least every housekeeping interval and read
+    # block), an order accepted meanwhile waits: nothing is dropped, nothing is sent before the
+    # probe succeeds, however short the probe interval (0.2 s here, under the housekeeping interval).
+    time.sleep(HOUSEKEEPING_SECONDS + READ_BLOCK_MS / 1000 + 0.1)
     post_shopify(client, shopify_order(2, clicks=CLICKS))
     wait_for(lambda: delivered(client, "1") and delivered(client, "2"), "resume and delivery")
     assert live_sandbox.statuses("track_conversion") == [status, status, 200, 200]
+    # The probe proves the key with order 1; order 2 goes only once the shop has resumed.
+    assert sends(live_sandbox) == ["1", "1", "1", "2"]
     assert sends(live_sandbox, 200) == ["1", "2"]
     assert redis_client.exists(paused_key(SHOP_ID)) == 0
     wait_for(lambda: metric("neuroon_gateway_delivery_paused", {"shop": SHOP_ID}) == 0, "gauge back to 0")

@@ -146,6 +146,9 @@ class DeliveryWorker:
                     if paused:
                         await self._probe(shop, paused)
                         await asyncio.sleep(min(HOUSEKEEPING_SECONDS, self.probe_interval))
+                        # Check the pause again before reading anything new, however short the
+                        # probe interval: a paused shop sends nothing but its probe.
+                        last_housekeeping = float("-inf")
                         continue
                     await self.store.promote_due(shop.id)
                 await self._slot_free.wait()
