@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import logging
 import sys
 import time
@@ -19,7 +20,10 @@ import orjson
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
-_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_BARE_RECORD = logging.LogRecord("", 0, "", 0, "", None, None)
+_STANDARD_ATTRS = frozenset(_BARE_RECORD.__dict__) | {"message", "asctime"}
+# LogRecord.__init__ sets these attributes first; logging adds a call's ``extra`` right after them.
+_INIT_ATTRS = len(_BARE_RECORD.__dict__)
 _secrets: set[str] = set()
 REDACTED = "[redacted]"
 
@@ -56,8 +60,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     request_id = request_id_var.get()
     if request_id:
         fields["request_id"] = request_id
-    for key, value in record.__dict__.items():
-        if key not in _STANDARD_ATTRS and not key.startswith("_") and key not in ("color_message",):
+    # Only what follows __init__'s attributes can be ours (one line per request: make bench).
+    for key, value in itertools.islice(record.__dict__.items(), _INIT_ATTRS, None):
+        if key not in _STANDARD_ATTRS and not key.startswith("_") and key != "color_message":
             fields[key] = value
     if record.exc_info:
         fields["exc"] = logging.Formatter().formatException(record.exc_info)

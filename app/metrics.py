@@ -121,6 +121,11 @@ def token_served(shop: str, source: str) -> Counter:
     return widget_tokens_served.labels(shop, source)
 
 
+@cache
+def webhook_received(platform: str, outcome: str) -> Counter:
+    return webhooks_received.labels(platform, outcome)
+
+
 class CatalogCollector(Collector):
     """Catalog outcomes and the last successful sync per shop. Sync runs happen in CLI processes and
     CronJobs as well as behind the admin API, so the totals live in Redis (app/store/catalog.py); the

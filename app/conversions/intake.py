@@ -119,15 +119,15 @@ def counted(platform: Platform) -> Iterator[None]:
     try:
         yield
     except GatewayError as exc:
-        metrics.webhooks_received.labels(platform, _OUTCOME_OF_CODE.get(exc.code, "error")).inc()
+        metrics.webhook_received(platform, _OUTCOME_OF_CODE.get(exc.code, "error")).inc()
         raise
     except Exception:
-        metrics.webhooks_received.labels(platform, "error").inc()
+        metrics.webhook_received(platform, "error").inc()
         raise
 
 
 def _reply(platform: Platform, outcome: str, body: dict[str, Any]) -> dict[str, Any]:
-    metrics.webhooks_received.labels(platform, outcome).inc()
+    metrics.webhook_received(platform, outcome).inc()
     return body
 
 
