@@ -23,10 +23,10 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from app.conversions.worker import HOUSEKEEPING_SECONDS, READ_BLOCK_MS
+from app.conversions.worker import HOUSEKEEPING_SECONDS, MAX_ATTEMPTS, READ_BLOCK_MS
 from app.main import create_app
 from app.sandbox import Fault, Sandbox, SandboxShop, create_sandbox
-from app.store.conversions import dead_key, paused_key, pending_key, stream_key
+from app.store.conversions import dead_key, order_key, paused_key, pending_key, stream_key
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
 from tests.webhooks import (
     SHOPIFY_SECRET,
@@ -253,6 +253,22 @@ def test_400_is_dead_lettered_at_once_then_replayed(
     again = client.post(f"/v1/admin/dead-letters/{letters[0]['id']}/replay", headers=admin_headers())
     assert again.status_code == 404
     assert redis_client.zcard(dead_key(SHOP_ID)) == 0
+
+
+def test_a_replay_starts_afresh_however_many_attempts_came_before(
+    gateway: GatewayFactory, live_sandbox: Sandbox, redis_client: redis.Redis
+) -> None:
+    # E.g. the order a long pause was probed with (every probe counts), then refused with a 400.
+    live_sandbox.script("track_conversion", 400)
+    client = gateway()
+    post_shopify(client, shopify_order(clicks=CLICKS))
+    wait_for(lambda: state_of(client, "6200407294252").get("state") == "dead_lettered", "dead letter")
+    redis_client.hset(order_key(SHOP_ID, "6200407294252"), "attempts", MAX_ATTEMPTS + 20)
+    replayed = client.post(f"/v1/admin/dead-letters/{SHOP_ID}:6200407294252/replay", headers=admin_headers())
+    assert replayed.status_code == 200
+    wait_for(lambda: delivered(client, "6200407294252"), "delivery after replay")
+    assert live_sandbox.statuses("track_conversion") == [400, 200]  # sent, not given up unsent
+    assert state_of(client, "6200407294252")["attempts"] == 1
 
 
 @pytest.mark.parametrize("status", [401, 403])

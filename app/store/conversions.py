@@ -243,13 +243,15 @@ return #ids
 """
 )
 
-# KEYS: order, stream, pending, dead. ARGV: orderId. A dead letter back into the stream.
+# KEYS: order, stream, pending, dead. ARGV: orderId. A dead letter back into the stream. It starts
+# afresh, attempts included: the worker gives up on an order past MAX_ATTEMPTS without sending it, and
+# a replay after many attempts (a long pause probes with one order) must still send it.
 _REPLAY = (
     _NOW_MS
     + """
 if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'body') == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'accepted', 'round', 0, 'replayedAt', now)
+redis.call('HSET', KEYS[1], 'state', 'accepted', 'round', 0, 'attempts', 0, 'replayedAt', now)
 redis.call('HDEL', KEYS[1], 'deadLetteredAt', 'nextAttemptAt')
 redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'acceptedAt') or now, ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
