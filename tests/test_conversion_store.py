@@ -7,7 +7,7 @@ import asyncio
 import redis
 
 from app.store import connect
-from app.store.conversions import ConversionStore, pending_key, stream_key
+from app.store.conversions import ConversionStore, dead_key, delayed_key, pending_key, stream_key
 
 BODY = b'{"orderId":"x","conversions":[{"productId":"A","searchLogId":"log_a"}]}'
 
@@ -68,3 +68,37 @@ def test_posted_clicks_come_back_before_anything_is_written(
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_late_outcome_never_reopens_a_delivered_order(redis_url: str, redis_client: redis.Redis) -> None:
+    """Worker 1's lease ran out mid-delivery; worker 2 took the entry over and delivered the order.
+    Whatever worker 1 then hears from Neuroon (a 503, a 401, a 400) must not queue it again."""
+    shop = "shop_late"
+
+    async def scenario() -> tuple[dict[str, str] | None, dict[str, str] | None]:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client)
+            assert await store.enqueue(shop, "L-1", BODY, "generic")
+            await store.ensure_group(shop)
+            [entry] = await store.read_new(shop, "w1", 10, 10)
+            assert await store.begin_attempt(entry) is not None
+            [taken] = await store.reclaim(shop, "w2", 0, 10)
+            assert await store.begin_attempt(taken) is not None
+            await store.mark_delivered(shop, "L-1", taken.entry_id, 3600)
+            delivered = await store.order(shop, "L-1")
+            await store.retry_later(shop, "L-1", entry.entry_id, 0, 1, "HTTP 503")
+            await store.pause(shop, "L-1", entry.entry_id, "HTTP 401: invalid key")
+            await store.dead_letter(shop, "L-1", entry.entry_id, "HTTP 400: bad request")
+            return delivered, await store.order(shop, "L-1")
+        finally:
+            await client.aclose()
+
+    delivered, after = asyncio.run(scenario())
+    assert delivered is not None
+    assert delivered["state"] == "delivered"
+    assert after == delivered
+    assert redis_client.zcard(delayed_key(shop)) == 0
+    assert redis_client.zcard(dead_key(shop)) == 0
+    assert redis_client.zcard(pending_key(shop)) == 0
+    assert redis_client.xlen(stream_key(shop)) == 0

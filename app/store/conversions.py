@@ -92,6 +92,14 @@ if ARGV[1] ~= '' then
 end
 """
 
+# Whether the order (KEYS[1]) still waits for an outcome. The outcome steps below change only such an
+# order: a late answer (a worker whose lease ran out, a slow pause probe) must never put back in the
+# queue, or in the dead-letter list, an order that another worker has delivered meanwhile.
+_UNFINISHED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local unfinished = state == 'accepted' or state == 'delivering'
+"""
+
 # KEYS: order, stream, pending, ignored[, attribution]. ARGV: orderId, body, platform, ignored TTL,
 # then the productIds the payload left unattributed. The dedupe claim and the enqueue are this one
 # step: an order is queued at most once. Before queueing, clicks posted for the cart are looked up
@@ -166,8 +174,14 @@ return 1
 # KEYS: order, stream, delayed. ARGV: entry id (or ''), orderId, delay ms, round, error.
 _RETRY_LATER = (
     _NOW_MS
+    + _UNFINISHED
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if not unfinished then
+"""
+    + _ACK_ENTRY
+    + """
+  return 0
+end
 local due = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'state', 'delivering', 'round', ARGV[4], 'lastError', ARGV[5],
   'nextAttemptAt', due)
@@ -182,8 +196,9 @@ return 1
 # KEYS: order, stream, pending, delayed, dead, paused. ARGV: entry id (or ''), orderId, reason.
 _DEAD_LETTER = (
     _NOW_MS
+    + _UNFINISHED
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if unfinished then
   redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'lastError', ARGV[3], 'deadLetteredAt', now)
   redis.call('HDEL', KEYS[1], 'nextAttemptAt')
   redis.call('ZADD', KEYS[5], now, ARGV[2])
@@ -202,8 +217,9 @@ return 1
 # The order waits in the delayed set (due at once) until a probe resumes the shop.
 _PAUSE = (
     _NOW_MS
+    + _UNFINISHED
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if unfinished then
   redis.call('HSET', KEYS[1], 'state', 'delivering', 'lastError', ARGV[3])
   redis.call('HDEL', KEYS[1], 'nextAttemptAt')
   redis.call('ZADD', KEYS[3], 0, ARGV[2])
