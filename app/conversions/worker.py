@@ -339,7 +339,9 @@ class DeliveryWorker:
             error = f"unexpected error: {type(exc).__name__}"
         else:
             metrics.delivery_attempts.labels(shop.id, "delivered").inc()
-            await self.store.mark_delivered(shop.id, order_id, None, self.retention_seconds)
+            await self._record(
+                lambda: self.store.mark_delivered(shop.id, order_id, None, self.retention_seconds)
+            )
             metrics.conversions.labels(shop.id, "delivered").inc()
             log.info(
                 "conversion_delivered",
