@@ -8,7 +8,9 @@ Two sources of truth, the stricter wins:
   estimate the window's end from when we saw the window start, always erring late. When the remaining
   budget runs low we spread it over what is left of the window; at zero we wait for the window to end,
   then send one request and wait for its answer to learn the new budget. Requests still in flight
-  count against the budget an answer reports.
+  count against the budget an answer reports. An answer to a request sent before we declared its window
+  over may come from either window, so it does not stand for the new one (read as the new window's, a
+  "0" of the old window would hold us for a whole window): that one request we send next finds out.
 
 A 429 blocks the key for its ``Retry-After``. The state is per process: several replicas share Neuroon's
 budget without knowing of each other, and then the header pacing is what keeps them under it.
@@ -48,6 +50,9 @@ class _Bucket:
     server_remaining: int | None = None
     window_end: float = float("-inf")
     in_flight: int = 0  # sent, answer not yet seen
+    # Of those, the ones sent before we declared the window over, and the budget our own count left it.
+    stale: int = 0
+    stale_floor: int = 0
     answered: asyncio.Event | None = None  # set when a request in flight ends
 
 
@@ -89,7 +94,9 @@ class UpstreamLimiter:
             if len(bucket.sent) >= limit.requests:
                 waits.append(bucket.sent[0] + limit.window - now)
         if bucket.server_remaining is not None and now >= bucket.window_end:
-            # The window we knew about is over; the next answer tells the new budget.
+            # The window we knew about is over; the next answer tells the new budget. The answers of the
+            # requests still out do not: they were sent before, and may have landed in the old window.
+            bucket.stale, bucket.stale_floor = bucket.in_flight, max(0, bucket.server_remaining)
             bucket.server_remaining = None
         if bucket.server_limit is not None and bucket.server_remaining is None and bucket.in_flight:
             # Neuroon limits this key but we do not know the new window's budget yet: let the request
@@ -148,6 +155,10 @@ class UpstreamLimiter:
         or did not (``answered=False``: timeout, connection error, cancellation)."""
         bucket = self._bucket(shop_id, operation)
         bucket.in_flight = max(0, bucket.in_flight - 1)
+        # Nothing is sent while the window is unknown and requests are out (``_wait``), so while any of
+        # the requests sent before we declared the window over is out, every answer is one of theirs.
+        stale = bucket.stale > 0
+        bucket.stale = min(max(0, bucket.stale - 1), bucket.in_flight)
         if bucket.answered is not None:
             bucket.answered.set()
         if not answered:
@@ -155,6 +166,17 @@ class UpstreamLimiter:
         if limit is None or remaining is None or limit <= 0:
             # This endpoint is not rate limited (any more): stop waiting for news of its budget.
             bucket.server_limit = bucket.server_remaining = None
+            return
+        if (
+            stale
+            and bucket.server_remaining is None
+            and limit == bucket.server_limit
+            and remaining >= bucket.stale_floor
+        ):
+            # Sent in the window we declared over, and no fewer left than our own count: as if we were
+            # alone in the old window, so no news of the new one. Once nothing is out, one request goes
+            # and its answer tells the new budget, as after any window. Less left than our own count
+            # means another sender: then it is read as the new window's budget, the cautious reading.
             return
         # Requests still in flight may not be counted in this answer yet: assume they will be.
         remaining = max(0, remaining - bucket.in_flight)
