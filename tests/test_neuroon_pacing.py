@@ -260,3 +260,18 @@ async def test_late_last_answers_cost_no_window_and_no_429(shop: Shop) -> None:
     # Each window waits for its late "0" (0.5 s), then one request finds the new window: about 2 s.
     # Reading each "0" as the new window's held every window for another 0.4 s: 3.2 s.
     assert elapsed < 2.6
+
+
+async def test_answers_out_of_order_do_not_give_back_spent_budget(fake_clock: FakeClock) -> None:
+    """Two requests out: the second one's answer ("0 left") comes first, then the first one's ("1 left").
+    The rise is the order of the answers, not a new window: the budget is spent until the window ends."""
+    limiter = UpstreamLimiter(limits={}, clock=fake_clock, sleep=fake_clock.sleep)
+    start = fake_clock()
+    await limiter.acquire("s", "get_product")
+    limiter.observe("s", "get_product", limit=3, remaining=2)
+    await limiter.acquire("s", "get_product")
+    await limiter.acquire("s", "get_product")
+    limiter.observe("s", "get_product", limit=3, remaining=0)
+    limiter.observe("s", "get_product", limit=3, remaining=1)
+    assert await limiter.acquire("s", "get_product") == 60
+    assert fake_clock() == start + 60

@@ -181,10 +181,16 @@ class UpstreamLimiter:
         # Requests still in flight may not be counted in this answer yet: assume they will be.
         remaining = max(0, remaining - bucket.in_flight)
         previous = bucket.server_remaining
-        if previous is None or remaining > previous or bucket.server_limit != limit:
+        if previous is None or bucket.server_limit != limit:
             # A window we had not seen start. It began before Neuroon answered, so counting from now
             # puts its end at or after the real one.
             bucket.window_end = self._clock() + self._window(operation)
+        elif remaining > previous:
+            # More left than an earlier answer said: answers come back out of order (the later one
+            # counted fewer requests), or a new window began before our late estimate of this one's
+            # end. Nothing tells which, so keep the lower count: the window ends as estimated, and
+            # then one request finds out.
+            remaining = previous
         bucket.server_limit = limit
         bucket.server_remaining = remaining
 
