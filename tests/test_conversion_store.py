@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import redis
+from redis.exceptions import RedisError
 
 from app.store import connect
 from app.store.conversions import ConversionStore, dead_key, delayed_key, pending_key, stream_key
@@ -102,3 +104,86 @@ def test_a_late_outcome_never_reopens_a_delivered_order(redis_url: str, redis_cl
     assert redis_client.zcard(dead_key(shop)) == 0
     assert redis_client.zcard(pending_key(shop)) == 0
     assert redis_client.xlen(stream_key(shop)) == 0
+
+
+def test_a_repeated_claim_is_answered_as_the_first_time(redis_url: str, redis_client: redis.Redis) -> None:
+    """redis-py sends a script again when the connection dropped after Redis ran it: the webhook that
+    queued the order must still hear "accepted" (and its ignored order "first"), never "duplicate"."""
+    shop = "shop_retry"
+
+    async def scenario() -> list[tuple[str, bool]]:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client)
+            claims = [
+                await store.claim(shop, "R-1", BODY, "generic", claim_id="c1"),
+                await store.claim(shop, "R-1", BODY, "generic", claim_id="c1"),  # the repeat
+                await store.claim(shop, "R-1", BODY, "generic", claim_id="c2"),  # another webhook
+                await store.claim(shop, "R-2", b"", "generic", claim_id="c3"),
+                await store.claim(shop, "R-2", b"", "generic", claim_id="c3"),  # the repeat
+                await store.claim(shop, "R-2", b"", "generic", claim_id="c4"),  # another webhook
+            ]
+            return [(c.outcome, c.first) for c in claims]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == [
+        ("accepted", False),
+        ("accepted", False),
+        ("duplicate", False),
+        ("unattributed", True),
+        ("unattributed", True),
+        ("unattributed", False),
+    ]
+    assert redis_client.xlen(stream_key(shop)) == 1
+    assert redis_client.zcard(pending_key(shop)) == 1
+
+
+def test_claims_through_dropped_connections_never_answer_duplicate(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Redis drops the intake's connections again and again (a failover, a proxy, CLIENT KILL) while
+    webhooks are claimed: a claim redis-py sent again still answers "accepted", never "duplicate"; a
+    claim whose retry failed too is an error (the webhook gets a 503 and comes again); every order is
+    queued at most once."""
+    shop, name = "shop_drops", "ngw-claim-drops"
+    stop = threading.Event()
+
+    def drop_connections() -> None:
+        while not stop.wait(0.01):
+            for entry in redis_client.client_list():
+                if entry.get("name") == name:
+                    redis_client.client_kill_filter(_id=entry["id"])
+
+    async def scenario() -> list[str]:
+        client = connect(redis_url)
+        client.connection_pool.connection_kwargs["client_name"] = name  # so that only these are dropped
+        try:
+            store = ConversionStore(client)
+
+            async def claims(k: int) -> list[str]:
+                outcomes: list[str] = []
+                for i in range(300):
+                    try:
+                        outcomes.append((await store.claim(shop, f"D-{k}-{i}", BODY, "generic")).outcome)
+                    except RedisError:
+                        outcomes.append("error")
+                return outcomes
+
+            return [o for batch in await asyncio.gather(*(claims(k) for k in range(16))) for o in batch]
+        finally:
+            await client.aclose()
+
+    dropper = threading.Thread(target=drop_connections)
+    dropper.start()
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        stop.set()
+        dropper.join()
+    accepted, errors = outcomes.count("accepted"), outcomes.count("error")
+    assert accepted + errors == len(outcomes)  # and so no "duplicate"
+    assert accepted > len(outcomes) // 2  # the drops did not stop the claims
+    queued = redis_client.xlen(stream_key(shop))
+    assert accepted <= queued <= accepted + errors
+    assert redis_client.zcard(pending_key(shop)) == queued

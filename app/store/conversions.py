@@ -28,6 +28,7 @@ finished; every script that moves it keeps that true.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -101,33 +102,38 @@ local unfinished = state == 'accepted' or state == 'delivering'
 """
 
 # KEYS: order, stream, pending, ignored[, attribution]. ARGV: orderId, body, platform, ignored TTL,
-# then the productIds the payload left unattributed. The dedupe claim and the enqueue are this one
-# step: an order is queued at most once. Before queueing, clicks posted for the cart are looked up
-# for the unattributed lines; when some are found nothing is written and they are returned, so that
-# the caller completes the conversion and claims again (a second trip only in that case).
+# claim id, then the productIds the payload left unattributed. The dedupe claim and the enqueue are
+# this one step: an order is queued at most once. Before queueing, clicks posted for the cart are
+# looked up for the unattributed lines; when some are found nothing is written and they are returned,
+# so that the caller completes the conversion and claims again (a second trip only in that case).
+# The claim id makes the step safe to repeat: when a connection drops after Redis ran it, redis-py
+# sends it again, and the same claim must answer as it did (accepted, first), not "duplicate".
 _CLAIM = (
     _NOW_MS
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state then return {0, state} end
-if KEYS[5] and #ARGV > 4 then
+if state then
+  if redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then return {1, 'accepted'} end
+  return {0, state}
+end
+if KEYS[5] and #ARGV > 5 then
   local found = {}
-  local values = redis.call('HMGET', KEYS[5], unpack(ARGV, 5))
+  local values = redis.call('HMGET', KEYS[5], unpack(ARGV, 6))
   for i, v in ipairs(values) do
     if v then
-      table.insert(found, ARGV[4 + i])
+      table.insert(found, ARGV[5 + i])
       table.insert(found, v)
     end
   end
   if #found > 0 then return {2, found} end
 end
 if ARGV[2] == '' then
-  local first = redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[4])
-  if first then return {3, 1} end
+  redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[4])
+  if redis.call('GET', KEYS[4]) == ARGV[5] then return {3, 1} end
   return {3, 0}
 end
 redis.call('HSET', KEYS[1], 'state', 'accepted', 'body', ARGV[2], 'platform', ARGV[3],
-  'acceptedAt', now, 'attempts', 0, 'round', 0)
+  'acceptedAt', now, 'attempts', 0, 'round', 0, 'claim', ARGV[5])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
 return {1, 'accepted'}
@@ -417,6 +423,7 @@ class ConversionStore:
         *,
         cart_token: str | None = None,
         unattributed: Sequence[str] = (),
+        claim_id: str | None = None,
     ) -> Claim:
         """Claim the order and queue its conversion ``body``, atomically, unless it was claimed before.
 
@@ -431,7 +438,10 @@ class ConversionStore:
             pending_key(shop_id),
             ignored_key(shop_id, order_id),
         ]
-        args: list[str | bytes | int] = [order_id, body, platform, IGNORED_TTL_SECONDS]
+        # Names this claim: a repeat of it (redis-py's retry after a dropped connection) is answered
+        # as the first time. Callers pass one only to repeat a claim on purpose.
+        claim_id = claim_id or secrets.token_hex(8)
+        args: list[str | bytes | int] = [order_id, body, platform, IGNORED_TTL_SECONDS, claim_id]
         if cart_token and unattributed:
             keys.append(attribution_key(shop_id, cart_token))
             args.extend(unattributed)
