@@ -93,7 +93,7 @@ if ARGV[1] ~= '' then
 end
 """
 
-# Whether the order (KEYS[1]) still waits for an outcome. The outcome steps below change only such an
+# Whether the order (KEYS[1]) still waits for an outcome. The steps below change only such an
 # order: a late answer (a worker whose lease ran out, a slow pause probe) must never put back in the
 # queue, or in the dead-letter list, an order that another worker has delivered meanwhile.
 _UNFINISHED = """
@@ -144,9 +144,9 @@ return {1, 'accepted'}
 # Marks the start of an attempt; returns the record.
 _BEGIN = (
     _NOW_MS
+    + _UNFINISHED
     + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'accepted' and state ~= 'delivering' then
+if not unfinished then
 """
     + _ACK_ENTRY
     + """
@@ -244,12 +244,14 @@ return 0
 # KEYS: order. ARGV: error. A pause probe that did not go through: the order stays where it waits
 # (the delayed set, for the next probe) and only its record changes. Not once it is finished: a slow
 # probe may overlap the next one, which could have delivered it meanwhile.
-_PROBE_FAILED = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'accepted' and state ~= 'delivering' then return 0 end
+_PROBE_FAILED = (
+    _UNFINISHED
+    + """
+if not unfinished then return 0 end
 redis.call('HSET', KEYS[1], 'lastError', ARGV[1])
 return 1
 """
+)
 
 # KEYS: delayed, stream, paused. ARGV: limit. Moves due retries into the stream (not while paused).
 _PROMOTE = (
