@@ -187,3 +187,33 @@ def test_claims_through_dropped_connections_never_answer_duplicate(
     queued = redis_client.xlen(stream_key(shop))
     assert accepted <= queued <= accepted + errors
     assert redis_client.zcard(pending_key(shop)) == queued
+
+
+def test_a_late_delivery_takes_the_order_off_the_dead_letter_list(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Worker 2 took the entry over and dead-lettered it (a 400) while worker 1's request was still
+    out; then Neuroon answers worker 1 with a 2xx: the order is delivered, and no replay is offered."""
+    shop = "shop_late_2xx"
+
+    async def scenario() -> dict[str, str] | None:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client)
+            assert await store.enqueue(shop, "L-2", BODY, "generic")
+            await store.ensure_group(shop)
+            [entry] = await store.read_new(shop, "w1", 10, 10)
+            assert await store.begin_attempt(entry) is not None
+            [taken] = await store.reclaim(shop, "w2", 0, 10)
+            assert await store.begin_attempt(taken) is not None
+            await store.dead_letter(shop, "L-2", taken.entry_id, "HTTP 400: bad request")
+            await store.mark_delivered(shop, "L-2", entry.entry_id, 3600)
+            return await store.order(shop, "L-2")
+        finally:
+            await client.aclose()
+
+    record = asyncio.run(scenario())
+    assert record is not None
+    assert record["state"] == "delivered"
+    assert redis_client.zcard(dead_key(shop)) == 0
+    assert redis_client.zcard(pending_key(shop)) == 0

@@ -158,7 +158,9 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
-# KEYS: order, stream, pending, delayed, paused. ARGV: entry id (or ''), orderId, retention seconds.
+# KEYS: order, stream, pending, delayed, paused, dead. ARGV: entry id (or ''), orderId, retention
+# seconds. Neuroon's 2xx is the last word, even on an order another worker dead-lettered meanwhile
+# (after its lease ran out): it leaves the dead-letter list, which would otherwise offer it for replay.
 _DELIVERED = (
     _NOW_MS
     + """
@@ -169,6 +171,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[2])
 """
     + _ACK_ENTRY
     + """
@@ -535,6 +538,7 @@ class ConversionStore:
                 pending_key(shop_id),
                 delayed_key(shop_id),
                 paused_key(shop_id),
+                dead_key(shop_id),
             ],
             [entry_id or "", order_id, retention_seconds],
         )
