@@ -34,7 +34,7 @@ class _HiredisPacking(AbstractConnection):
         ]
         # As redis-py does: a command name with a space ("CONFIG GET") is several arguments.
         name = packed[0]
-        if " " in (name if isinstance(name, str) else name.decode("latin-1")):
+        if (" " in name) if isinstance(name, str) else (b" " in name):
             packed[:1] = name.split()
         command: Any = tuple(packed)  # hiredis's stub types this tuple as a 1-tuple
         try:
