@@ -9,7 +9,7 @@ import redis
 from redis.exceptions import RedisError
 
 from app.store import connect
-from app.store.conversions import ConversionStore, dead_key, delayed_key, pending_key, stream_key
+from app.store.conversions import ConversionStore, StreamEntry, dead_key, delayed_key, pending_key, stream_key
 
 BODY = b'{"orderId":"x","conversions":[{"productId":"A","searchLogId":"log_a"}]}'
 
@@ -72,6 +72,18 @@ def test_posted_clicks_come_back_before_anything_is_written(
     asyncio.run(scenario())
 
 
+async def _taken_over(store: ConversionStore, shop: str, order_id: str) -> tuple[StreamEntry, StreamEntry]:
+    """The order queued; worker 1 attempting it; its lease run out and worker 2 attempting it too.
+    Returns worker 1's entry and worker 2's (the same stream entry, held twice)."""
+    assert await store.enqueue(shop, order_id, BODY, "generic")
+    await store.ensure_group(shop)
+    [entry] = await store.read_new(shop, "w1", 10, 10)
+    assert await store.begin_attempt(entry) is not None
+    [taken] = await store.reclaim(shop, "w2", 0, 10)
+    assert await store.begin_attempt(taken) is not None
+    return entry, taken
+
+
 def test_a_late_outcome_never_reopens_a_delivered_order(redis_url: str, redis_client: redis.Redis) -> None:
     """Worker 1's lease ran out mid-delivery; worker 2 took the entry over and delivered the order.
     Whatever worker 1 then hears from Neuroon (a 503, a 401, a 400) must not queue it again."""
@@ -81,12 +93,7 @@ def test_a_late_outcome_never_reopens_a_delivered_order(redis_url: str, redis_cl
         client = connect(redis_url)
         try:
             store = ConversionStore(client)
-            assert await store.enqueue(shop, "L-1", BODY, "generic")
-            await store.ensure_group(shop)
-            [entry] = await store.read_new(shop, "w1", 10, 10)
-            assert await store.begin_attempt(entry) is not None
-            [taken] = await store.reclaim(shop, "w2", 0, 10)
-            assert await store.begin_attempt(taken) is not None
+            entry, taken = await _taken_over(store, shop, "L-1")
             await store.mark_delivered(shop, "L-1", taken.entry_id, 3600)
             delivered = await store.order(shop, "L-1")
             await store.retry_later(shop, "L-1", entry.entry_id, 0, 1, "HTTP 503")
@@ -200,12 +207,7 @@ def test_a_late_delivery_takes_the_order_off_the_dead_letter_list(
         client = connect(redis_url)
         try:
             store = ConversionStore(client)
-            assert await store.enqueue(shop, "L-2", BODY, "generic")
-            await store.ensure_group(shop)
-            [entry] = await store.read_new(shop, "w1", 10, 10)
-            assert await store.begin_attempt(entry) is not None
-            [taken] = await store.reclaim(shop, "w2", 0, 10)
-            assert await store.begin_attempt(taken) is not None
+            entry, taken = await _taken_over(store, shop, "L-2")
             await store.dead_letter(shop, "L-2", taken.entry_id, "HTTP 400: bad request")
             await store.mark_delivered(shop, "L-2", entry.entry_id, 3600)
             return await store.order(shop, "L-2")

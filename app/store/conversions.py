@@ -101,6 +101,20 @@ local state = redis.call('HGET', KEYS[1], 'state')
 local unfinished = state == 'accepted' or state == 'delivering'
 """
 
+# KEYS: order, stream, pending, delayed, paused. ARGV: entry id (or ''), orderId. The order leaves
+# the queue for good: off the pending and delayed sets, its stream entry acknowledged, and the pause
+# lifted if it is the order the pause was holding.
+_LEAVE_QUEUE = (
+    """
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+"""
+    + _ACK_ENTRY
+    + """
+if redis.call('HGET', KEYS[5], 'orderId') == ARGV[2] then redis.call('DEL', KEYS[5]) end
+"""
+)
+
 # KEYS: order, stream, pending, ignored[, attribution]. ARGV: orderId, body, platform, ignored TTL,
 # claim id, then the productIds the payload left unattributed. The dedupe claim and the enqueue are
 # this one step: an order is queued at most once. Before queueing, clicks posted for the cart are
@@ -169,13 +183,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HDEL', KEYS[1], 'body', 'nextAttemptAt')
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[2])
 """
-    + _ACK_ENTRY
+    + _LEAVE_QUEUE
     + """
-if redis.call('HGET', KEYS[5], 'orderId') == ARGV[2] then redis.call('DEL', KEYS[5]) end
 return 1
 """
 )
@@ -185,24 +196,20 @@ _RETRY_LATER = (
     _NOW_MS
     + _UNFINISHED
     + """
-if not unfinished then
-"""
-    + _ACK_ENTRY
-    + """
-  return 0
+if unfinished then
+  local due = now + tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'state', 'delivering', 'round', ARGV[4], 'lastError', ARGV[5],
+    'nextAttemptAt', due)
+  redis.call('ZADD', KEYS[3], due, ARGV[2])
 end
-local due = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'state', 'delivering', 'round', ARGV[4], 'lastError', ARGV[5],
-  'nextAttemptAt', due)
-redis.call('ZADD', KEYS[3], due, ARGV[2])
 """
     + _ACK_ENTRY
     + """
-return 1
+return unfinished and 1 or 0
 """
 )
 
-# KEYS: order, stream, pending, delayed, dead, paused. ARGV: entry id (or ''), orderId, reason.
+# KEYS: order, stream, pending, delayed, paused, dead. ARGV: entry id (or ''), orderId, reason.
 _DEAD_LETTER = (
     _NOW_MS
     + _UNFINISHED
@@ -210,14 +217,11 @@ _DEAD_LETTER = (
 if unfinished then
   redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'lastError', ARGV[3], 'deadLetteredAt', now)
   redis.call('HDEL', KEYS[1], 'nextAttemptAt')
-  redis.call('ZADD', KEYS[5], now, ARGV[2])
+  redis.call('ZADD', KEYS[6], now, ARGV[2])
 end
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[4], ARGV[2])
 """
-    + _ACK_ENTRY
+    + _LEAVE_QUEUE
     + """
-if redis.call('HGET', KEYS[6], 'orderId') == ARGV[2] then redis.call('DEL', KEYS[6]) end
 return 1
 """
 )
@@ -558,8 +562,8 @@ class ConversionStore:
                 stream_key(shop_id),
                 pending_key(shop_id),
                 delayed_key(shop_id),
-                dead_key(shop_id),
                 paused_key(shop_id),
+                dead_key(shop_id),
             ],
             args=[entry_id or "", order_id, reason],
         )
