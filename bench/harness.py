@@ -121,6 +121,28 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Medians of alternating rounds of (baseline, ours)."""
+
+    throughput_ratio: float  # ours / baseline
+    cpu_ratio: float  # baseline's CPU per request / ours: above 1, ours is cheaper
+    p99_ms: float
+    baseline_p99_ms: float
+
+
+def compare(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> Comparison:
+    def mid(side: int, key: str) -> float:
+        return median([pair[side][key] for pair in rounds])
+
+    return Comparison(
+        throughput_ratio=mid(1, "rps") / mid(0, "rps"),
+        cpu_ratio=mid(0, "cpu_us") / mid(1, "cpu_us"),
+        p99_ms=mid(1, "p99_ms"),
+        baseline_p99_ms=mid(0, "p99_ms"),
+    )
+
+
 def row(name: str, result: dict[str, Any]) -> str:
     return (
         f"  {name:<26} {result['rps']:>7.0f} req/s  p99 {result['p99_ms']:>6.2f} ms  "

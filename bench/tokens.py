@@ -7,7 +7,7 @@ on a shared machine it is the steadier of the two figures.
 
 from __future__ import annotations
 
-from bench.harness import baseline_server, gateway_server, load, median, redis_server, row
+from bench.harness import baseline_server, compare, gateway_server, load, redis_server, row
 
 CONNECTIONS = 32
 SECONDS = 4.0
@@ -34,14 +34,10 @@ def main() -> dict[str, float]:
             print(row(f"round {i + 1} baseline", b))
             print(row(f"round {i + 1} widget-token", g))
             rounds.append((b, g))
-    ratio = median([g["rps"] for _, g in rounds]) / median([b["rps"] for b, _ in rounds])
-    cpu_ratio = median([b["cpu_us"] for b, _ in rounds]) / median([g["cpu_us"] for _, g in rounds])
-    p99 = median([g["p99_ms"] for _, g in rounds])
-    print(f"  => throughput widget-token / baseline = {ratio:.2f}x  (target >= 1.0)")
+    c = compare(rounds)
+    print(f"  => throughput widget-token / baseline = {c.throughput_ratio:.2f}x  (target >= 1.0)")
     print(
-        f"  => CPU per request, baseline / widget-token = {cpu_ratio:.2f}x  (above 1: the token is cheaper)"
+        f"  => CPU per request, baseline / widget-token = {c.cpu_ratio:.2f}x  (above 1: the token is cheaper)"
     )
-    print(
-        f"  => widget-token p99 {p99:.1f} ms, baseline p99 {median([b['p99_ms'] for b, _ in rounds]):.1f} ms"
-    )
-    return {"throughput_ratio": ratio, "cpu_ratio": cpu_ratio}
+    print(f"  => widget-token p99 {c.p99_ms:.1f} ms, baseline p99 {c.baseline_p99_ms:.1f} ms")
+    return {"throughput_ratio": c.throughput_ratio, "cpu_ratio": c.cpu_ratio}

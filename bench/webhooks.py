@@ -39,8 +39,8 @@ from bench.harness import (
     SHOP_ID,
     Server,
     baseline_server,
+    compare,
     load,
-    median,
     redis_server,
     row,
     server,
@@ -203,17 +203,14 @@ def intake(baseline: contextlib.AbstractContextManager[Server] | None = None) ->
             print(row(f"round {i + 1} baseline", b))
             print(row(f"round {i + 1} shopify webhook", g))
             rounds.append((b, g))
-    ratio = median([g["rps"] for _, g in rounds]) / median([b["rps"] for b, _ in rounds])
-    cpu_ratio = median([b["cpu_us"] for b, _ in rounds]) / median([g["cpu_us"] for _, g in rounds])
-    p99 = median([g["p99_ms"] for _, g in rounds])
-    base_p99 = median([b["p99_ms"] for b, _ in rounds])
-    print(f"  => throughput webhook / baseline = {ratio:.2f}x  (target >= 0.5)")
-    print(f"  => CPU per request, baseline / webhook = {cpu_ratio:.2f}x")
+    c = compare(rounds)
+    print(f"  => throughput webhook / baseline = {c.throughput_ratio:.2f}x  (target >= 0.5)")
+    print(f"  => CPU per request, baseline / webhook = {c.cpu_ratio:.2f}x")
     print(
-        f"  => webhook p99 {p99:.1f} ms at {CONNECTIONS} connections  (target <= 25 ms); "
-        f"baseline p99 {base_p99:.1f} ms"
+        f"  => webhook p99 {c.p99_ms:.1f} ms at {CONNECTIONS} connections  (target <= 25 ms); "
+        f"baseline p99 {c.baseline_p99_ms:.1f} ms"
     )
-    return {"intake_ratio": ratio, "intake_cpu_ratio": cpu_ratio, "intake_p99_ms": p99}
+    return {"intake_ratio": c.throughput_ratio, "intake_cpu_ratio": c.cpu_ratio, "intake_p99_ms": c.p99_ms}
 
 
 @contextlib.contextmanager
