@@ -1,18 +1,25 @@
 # syntax=docker/dockerfile:1
 # neuroon-gateway: a two-stage image. The builder installs the pinned dependencies into a venv;
 # the runtime stage is slim, runs as a fixed non-root UID, and has no compiler and no pip cache.
-# Pin the base by digest in your own registry if you mirror it (`FROM python:...@sha256:...`).
+# The base is pinned to a Python patch release. To pin the exact bytes too, pass its digest (from
+# `docker buildx imagetools inspect python:3.11.14-slim-bookworm`, or your registry mirror's copy):
+#   docker build --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest> .
+# and let Renovate/Dependabot ("docker" manager) propose digest updates, so security fixes still arrive.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, so a code change does not reinstall them.
+# Dependencies first, so a code change does not reinstall them: installing the project with a stub
+# package pulls them in. The stub's build output goes too: setuptools reuses build/lib files that
+# look newer than their source, and COPY keeps the real files' (older) times, so a leftover stub
+# __init__.py would be installed in place of the real one (tests/test_dockerfile_build.py).
 COPY constraints.txt pyproject.toml README.md ./
 RUN mkdir app && touch app/__init__.py \
     && /opt/venv/bin/pip install -c constraints.txt . \
-    && /opt/venv/bin/pip uninstall -y neuroon-gateway
+    && /opt/venv/bin/pip uninstall -y neuroon-gateway \
+    && rm -rf app build ./*.egg-info
 COPY app ./app
 RUN /opt/venv/bin/pip install --no-deps -c constraints.txt .
 

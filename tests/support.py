@@ -44,12 +44,13 @@ def run_gateway(
     *,
     startup_timeout: float = 30.0,
     stop_signal: signal.Signals = signal.SIGINT,
+    gateway: str = GATEWAY,
 ) -> Iterator[GatewayProcess]:
     port = free_port()
     log_path = cwd / f"gateway-{port}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [GATEWAY, *args, "--port", str(port)],
+            [gateway, *args, "--port", str(port)],
             env=clean_env(**env),
             cwd=cwd,
             stdout=log,
