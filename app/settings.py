@@ -28,6 +28,10 @@ SHOP_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 DEFAULT_API_URL = "https://api.neuroon.ai"
 
+# Which id names a product to Neuroon, the same in both flows (app/product_identity.py): the catalog's
+# externalId and the conversion's productId.
+ProductIdentity = Literal["sku", "product_id", "variant_id"]
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed. The message names the variable, never its value."""
@@ -84,6 +88,8 @@ class ShopConfig(BaseModel):
     shopify_webhook_secrets: tuple[SecretStr, ...] = ()
     woocommerce_webhook_secrets: tuple[SecretStr, ...] = ()
     webhook_secrets: tuple[SecretStr, ...] = ()
+    # The product identity of this shop (TOML key product_id_field); GATEWAY_PRODUCT_ID_FIELD when unset.
+    product_id_field: ProductIdentity = "sku"
 
     @field_validator("id")
     @classmethod
@@ -183,9 +189,10 @@ class Settings(BaseSettings):
     # Order webhooks and conversion delivery (docs/orders.md, "Configuration").
     # Largest webhook body accepted, in bytes (413 above it). Big Shopify orders stay well under 1 MiB.
     gateway_webhook_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    # Which product id is sent to Neuroon as productId: it must be the externalId that the catalog
-    # sync sends (the SKU by default), since the widget's click cookie is keyed by it.
-    gateway_product_id_field: Literal["sku", "product_id", "variant_id"] = "sku"
+    # The product identity (app/product_identity.py): which id is the catalog's externalId AND the
+    # conversion's productId, since the widget's click cookie is keyed by it. The default of every shop;
+    # a shops file may set product_id_field per shop. SKU by default: what conversions always sent.
+    gateway_product_id_field: ProductIdentity = "sku"
     # Test orders (Shopify `test: true`) are ignored unless this is set.
     gateway_include_test_orders: bool = False
     # Standard Webhooks replay window: webhook-timestamp may be this far from now, either way.
@@ -306,7 +313,9 @@ class Settings(BaseSettings):
                 raise ConfigError(
                     "GATEWAY_SHOPS_FILE is set together with NEUROON_SHOP_ID/NEUROON_API_KEY; use one of them"
                 )
-            return _load_shops_file(self.gateway_shops_file, self.gateway_cors_origins)
+            return _load_shops_file(
+                self.gateway_shops_file, self.gateway_cors_origins, self.gateway_product_id_field
+            )
         if not self.neuroon_shop_id:
             raise ConfigError("NEUROON_SHOP_ID is not set (or set GATEWAY_SHOPS_FILE for several shops)")
         key = self.secret("NEUROON_API_KEY")
@@ -318,6 +327,7 @@ class Settings(BaseSettings):
             "api_key_file": self.neuroon_api_key_file,
             "shop_url": self.neuroon_shop_url,
             "cors_origins": self.gateway_cors_origins,
+            "product_id_field": self.gateway_product_id_field,
         }
         names = {"id": "NEUROON_SHOP_ID", "api_key": "NEUROON_API_KEY", "shop_url": "NEUROON_SHOP_URL"}
         for attr, var in (
@@ -334,7 +344,9 @@ class Settings(BaseSettings):
             raise ConfigError(_describe(exc, lambda loc: names.get(str(loc[0]), str(loc[0])))) from None
 
 
-def _load_shops_file(path: Path, extra_origins: tuple[str, ...]) -> tuple[ShopConfig, ...]:
+def _load_shops_file(
+    path: Path, extra_origins: tuple[str, ...], product_id_field: ProductIdentity
+) -> tuple[ShopConfig, ...]:
     var = "GATEWAY_SHOPS_FILE"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -362,6 +374,7 @@ def _load_shops_file(path: Path, extra_origins: tuple[str, ...]) -> tuple[ShopCo
                 if file_name in fields:
                     fields[name] = _split_secrets(read_secret_file(Path(fields.pop(file_name))))
             fields["cors_origins"] = tuple(fields.get("cors_origins", ())) + extra_origins
+            fields.setdefault("product_id_field", product_id_field)
             shops.append(ShopConfig(**fields))
         except ValueError as exc:
             if isinstance(exc, ValidationError):

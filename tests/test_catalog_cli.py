@@ -416,6 +416,7 @@ def test_drift_against_the_docs_fake_and_without_its_read_route(
     forced = cli(["catalog", "sync", str(feed), "--json"], url, redis_url, tmp_path)
     report = json.loads(forced.stdout)
     assert report["sent"] == 1
-    (note,) = report["notes"]
-    assert note.startswith("drift check skipped: Neuroon answered 404 to GET /products/{externalId}")
+    ids_note, drift_note = report["notes"]
+    assert drift_note.startswith("drift check skipped: Neuroon answered 404 to GET /products/{externalId}")
+    assert ids_note.startswith("3 rows have no sku column: their id was taken as the SKU")
     assert neuroon.catalog["D1"]["name"] == "n1 v2"

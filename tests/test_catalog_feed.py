@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.catalog import feed as feed_module
-from app.catalog.feed import FeedError, FeedFormat, open_feed
+from app.catalog.feed import FeedError, FeedFormat, open_feed, where
 
 
 def read(tmp_path: Path, name: str, text: str) -> list[tuple[int, object, str | None]]:
@@ -70,9 +70,36 @@ def test_unclosed_json_array(tmp_path: Path) -> None:
 
 def test_json_that_is_not_an_array_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "f.json"
-    path.write_text('{"products": []}')
+    path.write_text('{"items": [{"id": "a"}]}')
     with pytest.raises(FeedError, match="array"):
         list(open_feed(str(path)))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '{"products": [{"id": "a"}, 7, {"id": "b"}]}',  # Shopify Admin REST list
+        '{"data": {"products": {"nodes": [{"id": "a"}, 7, {"id": "b"}]}}}',  # GraphQL, nodes
+        '{"data": {"products": {"edges": [{"node": {"id": "a"}}, 7, {"node": {"id": "b"}}]}}}',
+    ],
+)
+def test_a_platform_answer_holding_products_is_read_by_element(tmp_path: Path, document: str) -> None:
+    path = tmp_path / "f.json"
+    path.write_text(document)
+    rows = list(open_feed(str(path)))
+    assert [(r.element, r.data, r.error) for r in rows] == [
+        (0, {"id": "a"}, None),
+        (1, None, "a row must be a JSON object"),
+        (2, {"id": "b"}, None),
+    ]
+
+
+def test_rows_of_a_minified_array_are_told_apart_by_element(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    path.write_text('[{"id": "a"},{"id": "b"},"x",{"id": "c"}]')
+    rows = list(open_feed(str(path)))
+    assert [(r.line, r.element) for r in rows] == [(1, 0), (1, 1), (1, 2), (1, 3)]
+    assert [where(r.line, r.element) for r in rows][2] == "element [2]"
 
 
 def test_csv_with_quoted_newlines_and_ragged_rows(tmp_path: Path) -> None:

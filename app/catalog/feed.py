@@ -19,6 +19,7 @@ from typing import IO, Any, Protocol
 
 CHUNK = 64 * 1024
 MAX_ELEMENT = 8 * 1024 * 1024  # one product larger than this is not a product
+MAX_DOCUMENT = 256 * 1024 * 1024  # a wrapped export ({"products": [...]}) is read whole: bounded
 csv.field_size_limit(MAX_ELEMENT)
 
 
@@ -30,11 +31,25 @@ class FeedFormat(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FeedRow:
-    """One row: its line number (1-based, where the row starts) and its fields, or why it is unreadable."""
+    """One row: its line number (1-based, where the row starts) and its fields, or why it is unreadable.
+    Rows of a JSON array also carry their ``element`` index (0-based): a minified array is one line."""
 
     line: int
     data: dict[str, Any] | None
     error: str | None = None
+    element: int | None = None
+    field: str = "row"  # the field an unusable row is refused for
+    converted: bool = False  # read from platform JSON into Neuroon's field names (app/catalog/platforms.py)
+
+    @property
+    def position(self) -> int:
+        """What the report names the row by: its element index in an array, else its line."""
+        return self.element if self.element is not None else self.line
+
+
+def where(line: int, element: int | None) -> str:
+    """A row's place, for people: ``element [3]`` in a JSON array, ``line 5`` elsewhere."""
+    return f"element [{element}]" if element is not None else f"line {line}"
 
 
 class TextSource(Protocol):
@@ -162,13 +177,18 @@ class Feed:
                 if not fill():
                     return None
 
-        if skip("") != "[":
+        first = skip("")
+        if first == "{":
+            yield from self._json_document(buffer[pos:])
+            return
+        if first != "[":
             raise FeedError("a JSON feed must be an array of objects")
         pos += 1
+        element = 0
         while True:
             nxt = skip(",")
             if nxt is None:
-                yield FeedRow(line, None, "the JSON array is not closed (truncated feed?)")
+                yield FeedRow(line, None, "the JSON array is not closed (truncated feed?)", element)
                 return
             if nxt == "]":
                 return
@@ -176,22 +196,71 @@ class Feed:
                 try:
                     data, end = _DECODER.raw_decode(buffer, pos)
                 except RecursionError:
-                    yield FeedRow(line, None, "invalid JSON: nested too deeply")
+                    yield FeedRow(line, None, "invalid JSON: nested too deeply", element)
                     return
                 except json.JSONDecodeError as exc:
                     # Incomplete element: read more, unless there is no more or it is absurdly large.
                     if not eof and len(buffer) - pos < MAX_ELEMENT and fill():
                         continue
-                    yield FeedRow(line, None, f"invalid JSON: {_short(exc)}")
+                    yield FeedRow(line, None, f"invalid JSON: {_short(exc)}", element)
                     return  # the array's structure is lost: nothing after this can be trusted
                 break
             start_line = line
             line += buffer.count("\n", pos, end)
             pos = end
             if isinstance(data, dict):
-                yield FeedRow(start_line, data)
+                yield FeedRow(start_line, data, element=element)
             else:
-                yield FeedRow(start_line, None, "a row must be a JSON object")
+                yield FeedRow(start_line, None, "a row must be a JSON object", element)
+            element += 1
+
+    def _json_document(self, head: str) -> Iterator[FeedRow]:
+        """A JSON object holding the product list, as platform APIs answer: Shopify REST
+        ``{"products": [...]}`` or ``{"product": {...}}``, GraphQL ``{"data": {"products": {"nodes"
+        or "edges": [...]}}}``. Read whole (an API page is small); elements keep their index."""
+        rest = self.stream.read()
+        self.bytes_read += len(rest)
+        text = head + rest
+        if len(text) > MAX_DOCUMENT:
+            raise FeedError(
+                f"a JSON object feed is read whole and may be at most {MAX_DOCUMENT // 2**20} MiB; "
+                "export a JSON array or JSON Lines instead (they are streamed)"
+            )
+        try:
+            document = _loads(text)
+        except (ValueError, RecursionError) as exc:
+            yield FeedRow(1, None, f"invalid JSON: {_short(exc)}")
+            return
+        items = product_list(document)
+        if items is None:
+            raise FeedError(
+                "a JSON feed must be an array of products, or an object holding one "
+                '("products", "product", or GraphQL "data.products")'
+            )
+        for element, item in enumerate(items):
+            if isinstance(item, dict):
+                yield FeedRow(1, item, element=element)
+            else:
+                yield FeedRow(1, None, "a row must be a JSON object", element)
+
+
+def product_list(document: Any) -> list[Any] | None:
+    """The products inside a platform API answer, or None when ``document`` holds none."""
+    if isinstance(document, dict) and isinstance(document.get("data"), dict):
+        document = document["data"]  # a GraphQL answer
+    if not isinstance(document, dict):
+        return None
+    if isinstance(document.get("product"), dict):
+        return [document["product"]]
+    products = document.get("products")
+    if isinstance(products, list):
+        return products
+    if isinstance(products, dict):  # a GraphQL connection
+        if isinstance(products.get("nodes"), list):
+            return list(products["nodes"])
+        if isinstance(products.get("edges"), list):
+            return [e.get("node") if isinstance(e, dict) else e for e in products["edges"]]
+    return None
 
 
 def _short(exc: ValueError | RecursionError) -> str:

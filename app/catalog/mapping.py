@@ -39,6 +39,26 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
 
 CategoryOrder = Literal["root_first", "specific_first"]
 
+# The columns that name a product in a flat feed, per product identity (app/product_identity.py). A column
+# named after Neuroon's own field comes first: the feed then says itself what the externalId is. Under
+# ``sku`` the SKU column wins over the feed's ``id``; a flat feed without one names products by its own id
+# (Google Shopping's ``id`` is "the SKU where possible"), and the report counts those rows.
+IDS_FOR_SKU = ("id", "product_id", "productId")
+IDENTITY_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "sku": {
+        "externalId": ("externalId", "external_id", "sku", *IDS_FOR_SKU),
+        "parentExternalId": ("parentExternalId", "parent_external_id", "parent_sku", "parent_id", "parentId"),
+    },
+    "variant_id": {
+        "externalId": DEFAULT_COLUMNS["externalId"],
+        "parentExternalId": DEFAULT_COLUMNS["parentExternalId"],
+    },
+    "product_id": {
+        "externalId": DEFAULT_COLUMNS["externalId"],
+        "parentExternalId": DEFAULT_COLUMNS["parentExternalId"],
+    },
+}
+
 
 class MappingError(Exception):
     """The field-mapping file is unreadable or malformed."""
@@ -49,6 +69,16 @@ class FieldMapping:
     columns: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     # How a *list* of categories in the feed is ordered (a "A > B > C" path is always root first).
     category_list_order: CategoryOrder = "root_first"
+    # Fields the operator's GATEWAY_CATALOG_FIELD_MAP named: their columns win over the identity's.
+    overridden: frozenset[str] = frozenset()
+
+    def with_identity(self, identity: str) -> FieldMapping:
+        """This mapping with the id columns of ``identity``, unless the field map chose them."""
+        columns = dict(self.columns)
+        for name, names in IDENTITY_COLUMNS[identity].items():
+            if name not in self.overridden:
+                columns[name] = names
+        return FieldMapping(columns, self.category_list_order, self.overridden)
 
     def extract(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Neuroon field -> the row's value, for every field whose column is present and not empty."""
@@ -64,13 +94,17 @@ class FieldMapping:
 
     def external_id(self, row: Mapping[str, Any]) -> str | None:
         """Only the id (reconcile needs no more), as normalise would read it."""
+        found = self.id_column(row)
+        return None if found is None else str(_lookup(row, found)).strip()
+
+    def id_column(self, row: Mapping[str, Any]) -> str | None:
+        """The column the row's externalId comes from."""
         for name in self.columns.get("externalId", ()):
             value = _lookup(row, name)
             if isinstance(value, bool) or value is None:
                 continue
-            text = str(value).strip()
-            if text:
-                return text
+            if str(value).strip():
+                return name
         return None
 
 
@@ -116,4 +150,4 @@ def load_mapping(path: Path | None) -> FieldMapping:
                 f"GATEWAY_CATALOG_FIELD_MAP: {key} must be a column name or a list of column names"
             )
         columns[key] = tuple(names)
-    return FieldMapping(columns, order)
+    return FieldMapping(columns, order, frozenset(data) - {"categoryListOrder"})

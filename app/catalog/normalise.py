@@ -35,6 +35,7 @@ class RowError:
     field: str
     reason: str
     external_id: str | None = None
+    element: int | None = None  # its index, when the feed is a JSON array (one line for all when minified)
 
 
 @dataclass(frozen=True, slots=True)

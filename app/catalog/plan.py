@@ -22,6 +22,11 @@ from app.neuroon.models import Product, SyncType
 class Planned:
     product: Product
     line: int
+    element: int | None = None  # its index, when the feed is a JSON array
+
+    @property
+    def position(self) -> int:
+        return self.element if self.element is not None else self.line
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,7 @@ class Orphan:
     external_id: str
     parent_external_id: str
     line: int
+    element: int | None = None
 
 
 class Planner:
@@ -83,11 +89,11 @@ class Planner:
                 for item in self.waiting.pop(parent):
                     released.extend(self.add(item, known))
         orphans = [
-            Orphan(item.product.external_id, parent, item.line)
+            Orphan(item.product.external_id, parent, item.line, item.element)
             for parent, items in self.waiting.items()
             for item in items
         ]
-        return released, sorted(orphans, key=lambda o: o.line)
+        return released, sorted(orphans, key=lambda o: (o.line, o.element or 0))
 
 
 def idempotency_key(shop_id: str, product_ids: Sequence[str], sync_type: SyncType) -> str:

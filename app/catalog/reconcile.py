@@ -15,8 +15,10 @@ from typing import Any
 
 from app.catalog.feed import FeedRow
 from app.catalog.mapping import FieldMapping
+from app.catalog.platforms import NEUROON_FIELDS, Expander
 from app.neuroon.client import NeuroonClient
 from app.neuroon.errors import NeuroonError, NeuroonRejected
+from app.product_identity import product_identity
 from app.shops import Shop
 from app.store.catalog import CatalogStore
 
@@ -113,13 +115,17 @@ class ReconcileReport:
         return "\n".join(lines)
 
 
-def feed_ids(rows: Iterable[FeedRow], mapping: FieldMapping) -> tuple[set[str], int]:
+def feed_ids(rows: Iterable[FeedRow], mapping: FieldMapping, shop: Shop) -> tuple[set[str], int]:
     """Every externalId the feed names, valid row or not: a product whose row has a bad price is still
-    in the shop, and must not be deleted. Returns (ids, rows without a readable id)."""
+    in the shop, and must not be deleted. Read as the sync reads it (platform JSON, the shop's product
+    identity). Returns (ids, rows without a readable id)."""
+    identity = product_identity(shop)
+    flat = mapping.with_identity(identity)
     ids: set[str] = set()
     unreadable = 0
-    for row in rows:
-        external_id = mapping.external_id(row.data) if row.data is not None else None
+    for row in Expander(identity, shop.config.shop_url).expand(rows):
+        columns = NEUROON_FIELDS if row.converted else flat
+        external_id = columns.external_id(row.data) if row.data is not None else None
         if external_id is None:
             unreadable += 1
         else:
@@ -148,7 +154,7 @@ async def reconcile(
     dry_run: bool,
 ) -> ReconcileReport:
     report = ReconcileReport(max_delete_ratio=max_delete_ratio, dry_run=dry_run)
-    present, report.unreadable_rows = feed_ids(rows, mapping)
+    present, report.unreadable_rows = feed_ids(rows, mapping, shop)
     report.feed_ids = len(present)
     catalog, report.source = await catalog_ids(shop, neuroon, store)
     report.catalog = len(catalog)

@@ -83,6 +83,7 @@ async def _products(request: Request) -> list[Any]:
         400: {"description": "malformed_payload / full_sync_refused"},
         413: {"description": "payload_too_large"},
         415: {"description": "unsupported_media_type"},
+        422: {"description": "nothing_accepted: every row was rejected; the body is the report"},
         502: {"description": "upstream_failed: Neuroon did not take every batch"},
         503: {"description": "not_configured: GATEWAY_PRICES_INCLUDE_TAX is not set"},
     },
@@ -104,9 +105,12 @@ async def push_products(
         mapping = load_mapping(settings.gateway_catalog_field_map)
     except MappingError as exc:
         raise GatewayError(503, "not_configured", str(exc)) from None
+    # line: the 1-based position (as before); element: the index in "products" (0-based, like a JSON path).
     rows = [
-        FeedRow(n, p) if isinstance(p, dict) else FeedRow(n, None, "a product must be a JSON object")
-        for n, p in enumerate(products, start=1)
+        FeedRow(n + 1, p, element=n)
+        if isinstance(p, dict)
+        else FeedRow(n + 1, None, "a product must be a JSON object", n)
+        for n, p in enumerate(products)
     ]
     options = SyncOptions(
         prices_include_tax=settings.gateway_prices_include_tax,
@@ -117,7 +121,14 @@ async def push_products(
         overwrite_drift=overwrite_drift,
     )
     report = await sync_feed(rows, shop, state.neuroon, state.catalog, options)
-    return JSONResponse(report.to_json(), status_code=200 if report.ok else 502)
+    if not report.ok:
+        return JSONResponse(report.to_json(), status_code=502)
+    if report.nothing_accepted:
+        # A client that checks only the status must not take "every row refused" for success.
+        detail = "no product was accepted: every row was rejected (see rejectedRows)"
+        body = {"error": "nothing_accepted", "detail": detail} | report.to_json()
+        return JSONResponse(body, status_code=422)
+    return JSONResponse(report.to_json())
 
 
 @router.delete(

@@ -17,16 +17,20 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from app.catalog.feed import FeedRow
+from app.catalog.feed import FeedRow, where
+from app.catalog.mapping import IDS_FOR_SKU
 from app.catalog.normalise import RowError, Rules, normalise
 from app.catalog.plan import Orphan, Planned, Planner, content_hash, idempotency_key
+from app.catalog.platforms import NEUROON_FIELDS, Expander
 from app.neuroon.client import NeuroonClient
 from app.neuroon.errors import NeuroonError, NeuroonRejected
 from app.neuroon.models import Product, SyncType
+from app.product_identity import describe, product_identity
+from app.settings import ProductIdentity
 from app.shops import Shop
 from app.store.catalog import CatalogStore, LedgerEntry
 
@@ -66,6 +70,7 @@ class Failure:
 @dataclass
 class SyncReport:
     prices_include_tax: bool
+    product_identity: ProductIdentity = "sku"
     sync_type: str = "INCREMENTAL"
     dry_run: bool = False
     rows: int = 0
@@ -108,6 +113,13 @@ class SyncReport:
         """All that could be sent was: rejected rows, orphans and conflicts are reported, not failures."""
         return self.aborted is None and self.failed_count == 0
 
+    @property
+    def nothing_accepted(self) -> bool:
+        """Rows came, and not one product was sent, found unchanged or held for drift: every row was
+        refused (rejected, or a variant without its parent)."""
+        taken = self.sent + self.unchanged + self.drifted_count + self.failed_count
+        return taken == 0 and self.rejected_count + self.orphan_count > 0
+
     def outcomes(self) -> dict[str, int]:
         return {
             "sent": self.sent,
@@ -123,6 +135,7 @@ class SyncReport:
             "syncType": self.sync_type,
             "dryRun": self.dry_run,
             "pricesIncludeTax": self.prices_include_tax,
+            "productIdentity": self.product_identity,
             "rows": self.rows,
             "sent": self.sent,
             "unchanged": self.unchanged,
@@ -133,11 +146,22 @@ class SyncReport:
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
             "rejectedRows": [
-                {"line": r.line, "externalId": r.external_id, "field": r.field, "reason": r.reason}
+                {
+                    "line": r.line,
+                    "element": r.element,
+                    "externalId": r.external_id,
+                    "field": r.field,
+                    "reason": r.reason,
+                }
                 for r in self.rejected
             ],
             "orphanVariants": [
-                {"line": o.line, "externalId": o.external_id, "parentExternalId": o.parent_external_id}
+                {
+                    "line": o.line,
+                    "element": o.element,
+                    "externalId": o.external_id,
+                    "parentExternalId": o.parent_external_id,
+                }
                 for o in self.orphans
             ],
             "conflicts": [{"externalId": c.external_id, "fields": list(c.fields)} for c in self.drifted],
@@ -152,18 +176,23 @@ class SyncReport:
         lines = [
             f"catalog sync ({self.sync_type}{', dry run' if self.dry_run else ''}): {self.rows} rows "
             f"in {self.seconds:.1f}s; prices sent as given, {tax} (GATEWAY_PRICES_INCLUDE_TAX)",
+            f"  product identity (externalId, and the productId conversions send): "
+            f"{describe(self.product_identity)}",
             f"  {verb}: {self.sent} in {self.batches} batches",
             f"  unchanged (not sent): {self.unchanged}",
             f"  rejected: {self.rejected_count}",
         ]
         lines += [
-            f"    line {r.line}{f' ({r.external_id})' if r.external_id else ''}: {r.field}: {r.reason}"
+            f"    {where(r.line, r.element)}{f' ({r.external_id})' if r.external_id else ''}: "
+            f"{r.field}: {r.reason}"
             for r in self.rejected
         ]
         lines.append(
             f"  orphan variants (parent neither in the feed nor synced; not sent): {self.orphan_count}"
         )
-        lines += [f"    line {o.line}: {o.external_id} -> {o.parent_external_id}" for o in self.orphans]
+        lines += [
+            f"    {where(o.line, o.element)}: {o.external_id} -> {o.parent_external_id}" for o in self.orphans
+        ]
         lines.append(
             f"  drifted (changed in Neuroon since our last sync; not overwritten): {self.drifted_count}"
         )
@@ -262,8 +291,13 @@ class SyncRun:
         self.store = store
         self.options = options
         self.progress = progress or (lambda _: None)
+        self.identity = product_identity(shop)
+        # Flat feeds: the identity picks the id columns. Platform JSON: already in Neuroon's names.
+        self._flat_rules = replace(options.rules, mapping=options.rules.mapping.with_identity(self.identity))
+        self._platform_rules = replace(options.rules, mapping=NEUROON_FIELDS)
         self.report = SyncReport(
             prices_include_tax=options.prices_include_tax,
+            product_identity=self.identity,
             sync_type="FULL" if options.full else "INCREMENTAL",
             dry_run=options.dry_run,
         )
@@ -291,7 +325,7 @@ class SyncRun:
             await asyncio.gather(*senders)
             await self.store.end_run(self.shop.id, self._run_id)
         self.report.seconds = time.monotonic() - started
-        self.report.rejected.sort(key=lambda r: r.line)
+        self.report.rejected.sort(key=lambda r: (r.line, r.element or 0))
         if self.options.full and not self._done:
             self.report.note("FULL: nothing to send, so Neuroon's catalog was not wiped")
         self.progress(self.report)
@@ -301,7 +335,9 @@ class SyncRun:
 
     async def _produce(self, rows: Iterable[FeedRow]) -> None:
         chunk: list[Planned] = []
-        for row in rows:
+        expander = Expander(self.identity, self.shop.config.shop_url)
+        ids_as_sku = 0
+        for row in expander.expand(rows):
             if self._abort:
                 return
             self.report.rows += 1
@@ -310,11 +346,17 @@ class SyncRun:
                 # run between slices of it.
                 await asyncio.sleep(0)
             if row.data is None:
-                self.report.reject(RowError(row.line, "row", row.error or "unreadable"))
+                self.report.reject(
+                    RowError(row.line, row.field, row.error or "unreadable", None, row.element)
+                )
                 continue
-            result = normalise(row.data, row.line, self.options.rules)
+            rules = self._platform_rules if row.converted else self._flat_rules
+            sku_from_id = self.identity == "sku" and not row.converted
+            if sku_from_id and rules.mapping.id_column(row.data) in IDS_FOR_SKU:
+                ids_as_sku += 1
+            result = normalise(row.data, row.line, rules)
             if isinstance(result, RowError):
-                self.report.reject(result)
+                self.report.reject(replace(result, element=row.element))
                 continue
             if result.currency:
                 # Neuroon refuses a batch mixing currencies (422): one currency per run, the first seen.
@@ -326,15 +368,23 @@ class SyncRun:
                             "currency",
                             f"{result.currency} differs from the feed's {self._currency}",
                             result.external_id,
+                            row.element,
                         )
                     )
                     continue
-            chunk.append(Planned(result, row.line))
+            chunk.append(Planned(result, row.line, row.element))
             if len(chunk) >= CHUNK:
                 await self._plan(chunk)
                 chunk = []
         if chunk:
             await self._plan(chunk)
+        for note in expander.notes():
+            self.report.note(note)
+        if ids_as_sku:
+            self.report.note(
+                f"{ids_as_sku} rows have no sku column: their id was taken as the SKU (product identity "
+                "sku); conversions attribute them only if that id is the SKU the order lines carry"
+            )
         missing = self.planner.parents_still_missing()
         released, orphans = self.planner.finish(await self._synced(missing))
         self.report.orphan_count = len(orphans)
@@ -354,15 +404,18 @@ class SyncRun:
 
     async def _plan(self, chunk: list[Planned]) -> None:
         firsts = await self.store.claim_run_ids(
-            self.shop.id, self._run_id, [(p.product.external_id, p.line) for p in chunk]
+            self.shop.id, self._run_id, [(p.product.external_id, p.position) for p in chunk]
         )
         fresh: list[Planned] = []
         for item, first in zip(chunk, firsts, strict=True):
             if first is None:
                 fresh.append(item)
             else:
-                message = f"duplicate: already at line {first}"
-                self.report.reject(RowError(item.line, "externalId", message, item.product.external_id))
+                earlier = where(first, first if item.element is not None else None)
+                message = f"duplicate: already at {earlier}"
+                self.report.reject(
+                    RowError(item.line, "externalId", message, item.product.external_id, item.element)
+                )
         known = await self._parents_present(self.planner.needs_lookup(fresh))
         released: list[Planned] = []
         for item in fresh:
@@ -469,7 +522,13 @@ class SyncRun:
             if item.external_id in refused:
                 self._failed_ids.add(item.external_id)
                 self.report.reject(
-                    RowError(item.planned.line, "product", refused[item.external_id], item.external_id)
+                    RowError(
+                        item.planned.line,
+                        "product",
+                        refused[item.external_id],
+                        item.external_id,
+                        item.planned.element,
+                    )
                 )
             else:
                 accepted[item.external_id] = LedgerEntry(item.content_hash, snapshot(item.planned.product))

@@ -25,6 +25,7 @@ from app.conversions.attribution import to_conversion, unattributed_products
 from app.conversions.signatures import InvalidSignature, verify_hmac_base64, verify_standard_webhook
 from app.errors import GatewayError
 from app.neuroon.models import ConversionRequest
+from app.product_identity import product_identity
 from app.settings import Settings, origin_of
 from app.shops import Shop, ShopRegistry
 from app.store.conversions import ConversionStore
@@ -188,7 +189,7 @@ async def receive_shopify(intake: Intake, headers: Mapping[str, str], body: byte
             )
         except InvalidSignature as exc:
             raise _signature_error(exc) from None
-        field = intake.settings.gateway_product_id_field
+        field = product_identity(shop)
         return await _accept(
             intake,
             "shopify",
@@ -209,7 +210,7 @@ async def receive_woocommerce(intake: Intake, headers: Mapping[str, str], body: 
             )
         except InvalidSignature as exc:
             raise _signature_error(exc) from None
-        field = intake.settings.gateway_product_id_field
+        field = product_identity(shop)
         return await _accept(
             intake,
             "woocommerce",

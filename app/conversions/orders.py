@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 from app.conversions.attribution import ATTRIBUTE_NAMES, parse_clicks
-
-ProductIdField = Literal["sku", "product_id", "variant_id"]
+from app.settings import ProductIdentity as ProductIdField
 
 MAX_ID_LENGTH = 256
 MAX_LINES = 1000
