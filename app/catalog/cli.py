@@ -186,7 +186,8 @@ def sync_command(
 
     report = _run(go)
     _print(report, as_json)
-    raise typer.Exit(0 if report.ok else 1)
+    # Nothing accepted (every row refused) is a failed run, as the admin push's 422 says.
+    raise typer.Exit(0 if report.ok and not report.nothing_accepted else 1)
 
 
 def _run(go: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
