@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.catalog.feed import FeedRow
+from app.catalog.feed import FeedRow, open_feed
 from app.catalog.mapping import FieldMapping
 from app.catalog.reconcile import feed_ids
 from app.catalog.service import sync_feed
@@ -324,3 +324,62 @@ def test_the_environment_sets_the_identity_of_shops_that_do_not_say(
     )
     assert [s.product_id_field for s in settings.shops()] == ["product_id"]
     assert make_settings(gateway_product_id_field="variant_id").shops()[0].product_id_field == "variant_id"
+
+
+async def test_shopify_graphql_answer_is_read_with_numeric_ids(
+    neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # No complete published Admin GraphQL product answer could be stored: this one is ours, with the field
+    # names of Shopify's Product/ProductVariant objects (MoneyV2 prices, as the Storefront API sends them).
+    node = {
+        "id": "gid://shopify/Product/108828309",
+        "title": "Element",
+        "handle": "element",
+        "descriptionHtml": "<p>A good board</p>",
+        "vendor": "Arbor",
+        "productType": "Snowboards",
+        "tags": ["winter"],
+        "status": "ACTIVE",
+        "onlineStoreUrl": "https://shop.example/products/element",
+        "featuredImage": {"url": "https://cdn.shopify.com/element58.jpg"},
+        "variants": {
+            "edges": [
+                {
+                    "node": {
+                        "id": f"gid://shopify/ProductVariant/{vid}",
+                        "title": size,
+                        "sku": f"EL-{size}",
+                        "price": {"amount": price, "currencyCode": "EUR"},
+                        "compareAtPrice": None,
+                        "availableForSale": vid != 3,
+                        "selectedOptions": [{"name": "Size", "value": size}],
+                    }
+                }
+                for vid, size, price in ((1, "150", "399.00"), (3, "155", "419.00"))
+            ]
+        },
+    }
+    path = tmp_path / "products.json"
+    path.write_text(json.dumps({"data": {"products": {"nodes": [node]}}}))
+    rows = list(open_feed(str(path)))
+    report = await sync_feed(
+        rows, shop_with("variant_id"), neuroon, store, SyncOptions(prices_include_tax=True)
+    )
+    assert report.sent == 2, report.to_text()
+    catalog = sandbox.products(SHOP_ID)
+    assert set(catalog) == {"1", "3"}
+    assert catalog["3"]["name"] == "Element - 155"
+    assert catalog["3"]["url"] == "https://shop.example/products/element?variant=3"
+    assert (catalog["3"]["price"], catalog["3"]["currency"]) == (419, "EUR")
+    assert catalog["3"]["inStock"] is False
+    assert catalog["3"]["attributes"] == {"Size": "155"}
+    assert catalog["1"]["imageUrl"] == "https://cdn.shopify.com/element58.jpg"
+    report = await sync_feed(
+        list(open_feed(str(path))),
+        shop_with("product_id"),
+        neuroon,
+        store,
+        SyncOptions(prices_include_tax=True),
+    )
+    assert sandbox.products(SHOP_ID)["108828309"]["price"] == 399
+    assert sandbox.products(SHOP_ID)["108828309"]["inStock"] is True
