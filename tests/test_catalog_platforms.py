@@ -84,10 +84,11 @@ def test_woocommerce_docs_export_syncs_as_it_comes_with_rows_named_by_element(
     assert "read as woocommerce product JSON: 4 rows (no field map)" in done.stdout
     assert "1 WooCommerce variable products not sent themselves" in done.stdout
     # The variations' parent (22) is not in the docs' list: each is refused by its element, not "line 1".
-    assert "element [2]: name: a WooCommerce variation takes its parent's name, and its parent (22)" in (
-        done.stdout
+    assert (
+        "element [2] (733): name: a WooCommerce variation takes its parent's name, and its parent (22)"
+        in (done.stdout)
     )
-    assert "element [3]: name:" in done.stdout
+    assert "element [3] (732): name:" in done.stdout
     assert "sent: 1 in 1 batches" in done.stdout
     by_id = {p["externalId"]: p for p in catalog}
     assert set(by_id) == {"794"}
@@ -215,6 +216,9 @@ async def test_shopify_product_json_without_a_shop_url_is_refused_naming_the_set
 def test_reconcile_reads_platform_json_with_the_same_identity_as_the_sync() -> None:
     rows = [FeedRow(1, SHOPIFY_PRODUCT, element=0)]
     assert feed_ids(rows, FieldMapping(), shop_with("variant_id")) == (set(SHOPIFY_VARIANTS), 0)
+    # A variation refused for want of its parent is still in the shop: reconcile must not delete it.
+    woo = [FeedRow(1, item, element=n) for n, item in enumerate(WOO_PRODUCTS + WOO_VARIATIONS)]
+    assert feed_ids(woo, FieldMapping(), shop_with("variant_id")) == ({"794", "733", "732"}, 0)
 
 
 # --- one identity for both flows, and the admin push ----------------------------------------------------

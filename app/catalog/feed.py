@@ -40,6 +40,7 @@ class FeedRow:
     element: int | None = None
     field: str = "row"  # the field an unusable row is refused for
     converted: bool = False  # read from platform JSON into Neuroon's field names (app/catalog/platforms.py)
+    external_id: str | None = None  # of an unusable row, when known
 
     @property
     def position(self) -> int:

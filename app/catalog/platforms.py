@@ -35,9 +35,13 @@ _DEFAULT_VARIANT = "Default Title"  # Shopify's title of the only variant of a p
 
 
 class Unusable(ValueError):
-    def __init__(self, field: str, reason: str) -> None:
+    """A platform row that cannot become a product; ``external_id`` when its id is known (so that
+    reconcile still counts the product as present in the shop)."""
+
+    def __init__(self, field: str, reason: str, external_id: str | None = None) -> None:
         super().__init__(reason)
         self.field = field
+        self.external_id = external_id
 
 
 def detect(row: Mapping[str, Any]) -> Shape | None:
@@ -79,7 +83,7 @@ class Expander:
             try:
                 products = self._woo(row.data) if shape == "woocommerce" else self._shopify(row.data)
             except Unusable as exc:
-                yield FeedRow(row.line, None, str(exc), row.element, exc.field)
+                yield FeedRow(row.line, None, str(exc), row.element, exc.field, external_id=exc.external_id)
                 continue
             for product in products:
                 yield FeedRow(row.line, product, element=row.element, converted=True)
@@ -123,6 +127,7 @@ class Expander:
                     "a variable product's price is empty in this export; under product identity "
                     "product_id the product itself is sent, so it needs one (WooCommerce shows its lowest "
                     "variation price once it has variations)",
+                    product_id,
                 )
         out["externalId"] = out.get("sku") if self.identity == "sku" else product_id
         return [_require_id(out, self.identity)]
@@ -137,16 +142,17 @@ class Expander:
         if not own.get("description"):
             own.pop("description", None)
         out.update(own)
+        out["externalId"] = out.get("sku") if self.identity == "sku" else variation_id
         if "name" not in out:
             if parent is None:
                 raise Unusable(
                     "name",
                     f"a WooCommerce variation takes its parent's name, and its parent ({parent_id or '?'}) "
                     "is not earlier in the feed",
+                    out["externalId"],
                 )
             options = [str(a.get("option")) for a in p.get("attributes") or [] if isinstance(a, dict)]
             out["name"] = " - ".join([parent.name, ", ".join(o for o in options if o)]).strip(" -")
-        out["externalId"] = out.get("sku") if self.identity == "sku" else variation_id
         return [_require_id(out, self.identity)]
 
     # --- Shopify Admin REST and GraphQL --------------------------------------------------------------

@@ -125,7 +125,7 @@ def feed_ids(rows: Iterable[FeedRow], mapping: FieldMapping, shop: Shop) -> tupl
     unreadable = 0
     for row in Expander(identity, shop.config.shop_url).expand(rows):
         columns = NEUROON_FIELDS if row.converted else flat
-        external_id = columns.external_id(row.data) if row.data is not None else None
+        external_id = columns.external_id(row.data) if row.data is not None else row.external_id
         if external_id is None:
             unreadable += 1
         else:

@@ -346,9 +346,8 @@ class SyncRun:
                 # run between slices of it.
                 await asyncio.sleep(0)
             if row.data is None:
-                self.report.reject(
-                    RowError(row.line, row.field, row.error or "unreadable", None, row.element)
-                )
+                reason = row.error or "unreadable"
+                self.report.reject(RowError(row.line, row.field, reason, row.external_id, row.element))
                 continue
             rules = self._platform_rules if row.converted else self._flat_rules
             sku_from_id = self.identity == "sku" and not row.converted
