@@ -224,6 +224,10 @@ def test_reconcile_reads_platform_json_with_the_same_identity_as_the_sync() -> N
 # --- one identity for both flows, and the admin push ----------------------------------------------------
 
 
+# The shops come from a shops file alone (the single-shop variables unset).
+SHOPS_FILE_ONLY: dict[str, Any] = {"neuroon_shop_id": None, "neuroon_api_key": None, "neuroon_shop_url": None}
+
+
 def _shops_file(tmp_path: Path, identity: ProductIdentity) -> Path:
     path = tmp_path / "shops.toml"
     path.write_text(
@@ -243,10 +247,7 @@ def test_the_shops_identity_makes_conversions_name_what_the_catalog_sent(
 
     sandbox = create_sandbox([SandboxShop(SHOP_ID, CANARY_KEY, SHOP_URL)])
     # The environment says sku; the shop's own key decides.
-    settings: dict[str, Any] = {
-        "neuroon_shop_id": None,
-        "neuroon_api_key": None,
-        "neuroon_shop_url": None,
+    settings: dict[str, Any] = SHOPS_FILE_ONLY | {
         "gateway_shops_file": _shops_file(tmp_path, identity),
         "gateway_product_id_field": "sku" if identity != "sku" else "variant_id",
     }
@@ -307,9 +308,7 @@ def test_unknown_product_identity_in_the_shops_file_names_the_key(
 
     path = _shops_file(tmp_path, "sku")
     path.write_text(path.read_text().replace('"sku"', '"barcode"'))
-    settings = make_settings(
-        neuroon_shop_id=None, neuroon_api_key=None, neuroon_shop_url=None, gateway_shops_file=path
-    )
+    settings = make_settings(**SHOPS_FILE_ONLY, gateway_shops_file=path)
     with pytest.raises(ConfigError, match=r"shops\[0\]\.product_id_field"):
         settings.shops()
 
@@ -320,11 +319,7 @@ def test_the_environment_sets_the_identity_of_shops_that_do_not_say(
     path = _shops_file(tmp_path, "sku")
     path.write_text(path.read_text().replace('product_id_field = "sku"\n', ""))
     settings = make_settings(
-        neuroon_shop_id=None,
-        neuroon_api_key=None,
-        neuroon_shop_url=None,
-        gateway_shops_file=path,
-        gateway_product_id_field="product_id",
+        **SHOPS_FILE_ONLY, gateway_shops_file=path, gateway_product_id_field="product_id"
     )
     assert [s.product_id_field for s in settings.shops()] == ["product_id"]
     assert make_settings(gateway_product_id_field="variant_id").shops()[0].product_id_field == "variant_id"
