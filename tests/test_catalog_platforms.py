@@ -82,6 +82,7 @@ def test_woocommerce_docs_export_syncs_as_it_comes_with_rows_named_by_element(
     assert done.returncode == 0, done.stderr
     assert "product identity (externalId, and the productId conversions send): variant_id" in done.stdout
     assert "read as woocommerce product JSON: 4 rows (no field map)" in done.stdout
+    assert done.stdout.startswith("catalog sync (INCREMENTAL): 4 rows in")
     assert "1 WooCommerce variable products not sent themselves" in done.stdout
     # The variations' parent (22) is not in the docs' list: each is refused by its element, not "line 1".
     assert (
@@ -162,6 +163,37 @@ async def test_woocommerce_under_product_id_sends_products_and_says_why_a_variab
     )
 
 
+# --- flat feeds -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("identity", "expected"), [("sku", "TEE-M"), ("variant_id", "17"), ("product_id", "17")]
+)
+async def test_a_flat_feed_row_is_named_by_the_shops_identity(
+    neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox, identity: ProductIdentity, expected: str
+) -> None:
+    row = {"id": 17, "sku": "TEE-M", "title": "Tee", "price": "9.90", "link": "https://shop.example/tee"}
+    report = await sync(identity, neuroon, store, [row])
+    assert report.sent == 1, report.to_text()
+    assert set(sandbox.products(SHOP_ID)) == {expected}
+    assert report.notes == []
+
+
+async def test_a_flat_feed_without_skus_under_the_sku_identity_says_its_ids_were_taken(
+    neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox
+) -> None:
+    rows = [
+        {"id": f"P{i}", "title": "Tee", "price": "9.90", "link": "https://shop.example/tee"} for i in range(2)
+    ]
+    report = await sync("sku", neuroon, store, rows)
+    assert set(sandbox.products(SHOP_ID)) == {"P0", "P1"}
+    assert report.notes == [
+        "2 rows have no sku column: their id was taken as the SKU (product identity sku); conversions "
+        "attribute them only if that id is the SKU the order lines carry"
+    ]
+    assert "product identity (externalId, and the productId conversions send): sku" in report.to_text()
+
+
 # --- Shopify -------------------------------------------------------------------------------------------
 
 
@@ -181,6 +213,7 @@ async def test_shopify_product_json_is_one_product_per_id_a_conversion_can_name(
     ids: set[str],
 ) -> None:
     report = await sync(identity, neuroon, store, [SHOPIFY_PRODUCT])
+    assert report.rows == 1  # the feed's rows, whatever the products they hold
     assert report.ok, report.to_text()
     assert report.rejected_count == 0, report.to_text()
     catalog = sandbox.products(SHOP_ID)

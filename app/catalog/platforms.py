@@ -70,11 +70,13 @@ class Expander:
     shop_url: str | None
     shapes: dict[str, int] = field(default_factory=dict)
     left_out: dict[str, int] = field(default_factory=dict)
+    rows_read: int = 0
     _woo_parents: dict[str, _WooParent] = field(default_factory=dict)
     _woo_parent_of: dict[str, str] = field(default_factory=dict)
 
     def expand(self, rows: Iterable[FeedRow]) -> Iterator[FeedRow]:
         for row in rows:
+            self.rows_read += 1
             shape = detect(row.data) if row.data is not None else None
             if row.data is None or shape is None:
                 yield row

@@ -336,12 +336,13 @@ class SyncRun:
     async def _produce(self, rows: Iterable[FeedRow]) -> None:
         chunk: list[Planned] = []
         expander = Expander(self.identity, self.shop.config.shop_url)
-        ids_as_sku = 0
+        ids_as_sku = handled = 0
         for row in expander.expand(rows):
             if self._abort:
                 return
-            self.report.rows += 1
-            if self.report.rows % YIELD_EVERY == 0:
+            handled += 1
+            self.report.rows = expander.rows_read  # the feed's rows, not the products they hold
+            if handled % YIELD_EVERY == 0:
                 # Normalising is CPU work: let the senders (and, behind the admin API, other requests)
                 # run between slices of it.
                 await asyncio.sleep(0)
