@@ -17,8 +17,6 @@ from __future__ import annotations
 from app.settings import ProductIdentity
 from app.shops import Shop
 
-IDENTITIES: tuple[ProductIdentity, ...] = ("sku", "variant_id", "product_id")
-
 _MEANING: dict[ProductIdentity, str] = {
     "sku": "the SKU of each variant/product",
     "variant_id": "the platform id of each variant (a simple product's own id)",

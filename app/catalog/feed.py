@@ -42,11 +42,6 @@ class FeedRow:
     converted: bool = False  # read from platform JSON into Neuroon's field names (app/catalog/platforms.py)
     external_id: str | None = None  # of an unusable row, when known
 
-    @property
-    def position(self) -> int:
-        """What the report names the row by: its element index in an array, else its line."""
-        return self.element if self.element is not None else self.line
-
 
 def where(line: int, element: int | None) -> str:
     """A row's place, for people: ``element [3]`` in a JSON array, ``line 5`` elsewhere."""
