@@ -233,6 +233,18 @@ async def test_shopify_product_json_is_one_product_per_id_a_conversion_can_name(
         assert pink["sku"] == "IPOD2008PINK"
 
 
+async def test_a_shopify_variant_without_a_sku_costs_only_itself(
+    neuroon: NeuroonClient, store: CatalogStore, sandbox: Sandbox
+) -> None:
+    product = copy.deepcopy(SHOPIFY_PRODUCT)
+    product["variants"][1]["sku"] = ""  # the published product with its Red variant's SKU left blank
+    report = await sync("sku", neuroon, store, [product])
+    assert set(sandbox.products(SHOP_ID)) == {"IPOD2008PINK", "IPOD2008GREEN", "IPOD2008BLACK"}
+    (refused,) = report.rejected
+    assert (refused.element, refused.field) == (0, "externalId")
+    assert refused.reason.startswith("no SKU: the product identity is sku")
+
+
 async def test_shopify_product_json_without_a_shop_url_is_refused_naming_the_setting(
     neuroon: NeuroonClient,
     store: CatalogStore,

@@ -17,7 +17,7 @@ Rows come out in Neuroon's own field names, to be read with ``NEUROON_FIELDS``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -82,13 +82,17 @@ class Expander:
                 yield row
                 continue
             self.shapes[shape] = self.shapes.get(shape, 0) + 1
+            products: Sequence[dict[str, Any] | Unusable]
             try:
                 products = self._woo(row.data) if shape == "woocommerce" else self._shopify(row.data)
             except Unusable as exc:
-                yield FeedRow(row.line, None, str(exc), row.element, exc.field, external_id=exc.external_id)
-                continue
+                products = [exc]
             for product in products:
-                yield FeedRow(row.line, product, element=row.element, converted=True)
+                if isinstance(product, Unusable):
+                    error, field, known = str(product), product.field, product.external_id
+                    yield FeedRow(row.line, None, error, row.element, field, external_id=known)
+                else:
+                    yield FeedRow(row.line, product, element=row.element, converted=True)
 
     def notes(self) -> list[str]:
         out = [f"read as {shape} product JSON: {n} rows (no field map)" for shape, n in self.shapes.items()]
@@ -159,7 +163,7 @@ class Expander:
 
     # --- Shopify Admin REST and GraphQL --------------------------------------------------------------
 
-    def _shopify(self, p: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _shopify(self, p: Mapping[str, Any]) -> list[dict[str, Any] | Unusable]:
         product_id = _id(p.get("id"))
         title = _text(p.get("title"))
         url = _text(p.get("onlineStoreUrl"))
@@ -193,17 +197,25 @@ class Expander:
         options = [_text(o.get("name")) for o in p.get("options") or [] if isinstance(o, dict)]
         if self.identity == "product_id":
             return [_require_id(self._shopify_product(p, base, variants, product_id), self.identity)]
-        out = []
+        # One variant that cannot be used (no SKU, a bad price) costs only itself, not its siblings.
+        out: list[dict[str, Any] | Unusable] = []
         for variant in variants:
             row = dict(base)
-            row.update(_shopify_variant(variant, options, images))
+            try:
+                row.update(_shopify_variant(variant, options, images))
+            except Unusable as exc:
+                out.append(exc)
+                continue
             label = _text(variant.get("title"))
             if label and label != _DEFAULT_VARIANT:
                 row["name"] = f"{title} - {label}"
             if len(variants) > 1:
                 row["url"] = f"{url}{'&' if '?' in url else '?'}variant={_id(variant.get('id'))}"
             row["externalId"] = row.get("sku") if self.identity == "sku" else _id(variant.get("id"))
-            out.append(_require_id(row, self.identity))
+            try:
+                out.append(_require_id(row, self.identity))
+            except Unusable as exc:
+                out.append(exc)
         if not out:
             raise Unusable("variants", "the product JSON carries no variants (nothing that is sold)")
         return out
