@@ -1,21 +1,55 @@
-"""Operations routes: /livez touches nothing, /readyz pings Redis with a short timeout, /metrics."""
+"""Operations routes: /livez touches nothing, /readyz proves this process can write where its
+shops' data lives, /metrics. ``not_ready_reason`` is the readiness check, for any listener."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from starlette.responses import JSONResponse, Response
 
 from app.catalog.service import refresh_metrics as refresh_catalog_metrics
 from app.deps import StateDep
+from app.store import probe_writes
 
 router = APIRouter(tags=["operations"])
 
-READY_TIMEOUT_SECONDS = 1.0
+# Under Kubernetes' default probe timeout (1 s), so the probe gets our 503 and its reason rather
+# than a timeout of its own.
+READY_TIMEOUT_SECONDS = 0.8
+
+
+async def not_ready_reason(
+    redis: aioredis.Redis, shop_ids: Iterable[str], within: float = READY_TIMEOUT_SECONDS
+) -> str | None:
+    """None when this process can write to the primary owning each shop's data; else why not.
+
+    A write, not a PING: a replica, a cluster node that does not own the shop's slot and a primary
+    demoted mid-failover all answer PING, and none of them can take an order. Reasons are fixed
+    texts (no addresses, ids or server messages: /readyz may be reachable from outside).
+    """
+    try:
+        async with asyncio.timeout(within):
+            await probe_writes(redis, list(shop_ids))
+    except TimeoutError:
+        return f"Redis did not answer within {within:g}s"
+    except ReadOnlyError:
+        return "Redis is a read-only replica: writes must go to the primary"
+    except ResponseError as exc:
+        # The error's code only (MOVED, CLUSTERDOWN, OOM, MISCONF, NOPERM...): the rest may name hosts.
+        code = str(exc).split(" ", 1)[0].upper()
+        return f"Redis refused a write ({code if code.isalpha() else 'error'})"
+    except (RedisConnectionError, OSError):
+        return "Redis is unreachable"
+    except RedisError as exc:
+        return f"Redis failed ({type(exc).__name__})"
+    return None
 
 
 @router.get("/livez", summary="The process is running")
@@ -25,17 +59,14 @@ async def livez() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Redis answers",
-    responses={503: {"description": "Redis does not answer"}},
+    summary="This process can write to the Redis primary that owns its shops' data",
+    responses={503: {"description": "not_ready, with the reason in detail"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
-    try:
-        ok = await asyncio.wait_for(state.store.ping(), READY_TIMEOUT_SECONDS)
-    except TimeoutError:
-        ok = False
-    if ok:
+    reason = await not_ready_reason(state.store.redis, (shop.id for shop in state.shops))
+    if reason is None:
         return JSONResponse({"status": "ok", "redis": "up"})
-    return JSONResponse({"error": "not_ready", "detail": "Redis does not answer", "redis": "down"}, 503)
+    return JSONResponse({"error": "not_ready", "detail": reason, "redis": "down"}, 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

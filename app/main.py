@@ -32,6 +32,7 @@ from app.state import GatewayState
 from app.store import Store, connect
 from app.store.catalog import CatalogStore
 from app.store.conversions import ConversionStore
+from app.store.deadline import RedisDeadline
 from app.tokens import endpoint as token_endpoint
 from app.tokens.cache import TokenCache
 
@@ -111,6 +112,9 @@ def create_app(
         store = Store(redis)
         conversions = ConversionStore(redis)
         http = build_http_client(settings, neuroon_transport)
+        # One deadline (and breaker) per kind of caller; the token cache and the token limiter
+        # share one, so a hung Redis costs the token path a single timeout.
+        token_deadline = RedisDeadline("token", settings.gateway_redis_token_timeout)
         state = GatewayState(
             settings=settings,
             shops=shops,
@@ -119,11 +123,21 @@ def create_app(
                 store,
                 refresh_margin=settings.gateway_token_refresh_margin,
                 memory_ttl=settings.gateway_token_memory_ttl,
+                deadline=token_deadline,
             ),
-            token_limiter=RateLimiter(store, "widget_token", settings.gateway_token_rate_limit),
+            token_limiter=RateLimiter(
+                store, "widget_token", settings.gateway_token_rate_limit, deadline=token_deadline
+            ),
             conversions=conversions,
-            intake=Intake(settings, shops, conversions),
-            attribution_limiter=RateLimiter(store, "attribution", settings.gateway_attribution_rate_limit),
+            intake=Intake(
+                settings, shops, conversions, RedisDeadline("webhook", settings.gateway_redis_timeout)
+            ),
+            attribution_limiter=RateLimiter(
+                store,
+                "attribution",
+                settings.gateway_attribution_rate_limit,
+                deadline=RedisDeadline("rate_limit", settings.gateway_redis_token_timeout),
+            ),
             neuroon=NeuroonClient.from_settings(http, settings),
             admin_auth=admin_auth,
             catalog=CatalogStore(redis),

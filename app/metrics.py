@@ -45,6 +45,11 @@ redis_errors = Counter(
     "Redis operations that failed (the gateway degraded instead of failing the request).",
     ["operation"],
 )
+redis_circuit_open = Gauge(
+    PREFIX + "redis_circuit_open",
+    "1 while this caller's Redis circuit breaker is open (Redis did not answer in time; calls fail fast).",
+    ["caller"],
+)
 
 # --- order webhooks and conversion delivery ---------------------------------------------------
 webhooks_received = Counter(

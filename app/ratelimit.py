@@ -3,13 +3,17 @@
 Each replica counts hits locally and adds them to the client's fixed one-minute window in Redis
 every ``sync_interval`` seconds, and sooner the closer the client gets to its limit (at the end,
 on every hit). The hot path of a client well within its limit stays in-process; a client at its
-limit is held to it across replicas, give or take a hit or two in flight. When Redis is
-unreachable the limiter fails open: it lets requests through rather than turning a Redis outage
-into an outage of the storefront.
+limit is held to it across replicas, give or take a hit or two in flight.
+
+A request never waits on Redis: syncs run in the background (one at a time per client, under the
+token path's deadline and circuit breaker) and a request is judged by the totals known so far plus
+this replica's own unsynced hits. When Redis is unreachable or hung the limiter fails open: it lets
+requests through rather than turning a Redis outage into an outage of the storefront.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -21,6 +25,7 @@ from redis.exceptions import RedisError
 from app import metrics
 from app.errors import GatewayError
 from app.store import Store
+from app.store.deadline import RedisDeadline
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,7 @@ class _Window:
     window: int
     known_total: int = 0  # the window's total across replicas, as of our last sync
     pending: int = 0  # our hits not yet added to Redis
+    in_flight: int = 0  # our hits being added to Redis right now
     last_sync: float = float("-inf")
 
 
@@ -45,8 +51,11 @@ class RateLimiter:
         sync_interval: float = 0.1,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        deadline: RedisDeadline | None = None,
     ) -> None:
         self._store = store
+        self._deadline = deadline or RedisDeadline("rate_limit", 0.1)
+        self._syncs: set[asyncio.Task[None]] = set()
         self.name = name
         self.per_minute = per_minute
         self._sync_interval = sync_interval
@@ -86,21 +95,39 @@ class RateLimiter:
         # budget: far from the limit that is rare, near it every hit is counted in Redis at once,
         # so replicas admitting hits the others have not seen yet overshoot by a few at most.
         batch = max(1, (self.per_minute - state.known_total) // 16)
-        if state.pending >= batch or self._mono() - state.last_sync >= self._sync_interval:
-            try:
-                state.known_total = await self._store.add_to_window(
-                    self.name, client, window, state.pending, WINDOW_SECONDS * 2
-                )
-            except (RedisError, OSError):
-                metrics.redis_errors.labels("rate_limit").inc()
-                state.pending = 0
-                return None  # fail open
-            state.pending = 0
-            state.last_sync = self._mono()
-        if state.known_total + state.pending > self.per_minute:
+        due = state.pending >= batch or self._mono() - state.last_sync >= self._sync_interval
+        if due and not state.in_flight:
+            state.in_flight, state.pending = state.pending, 0
+            task = asyncio.create_task(self._sync(client, state))
+            self._syncs.add(task)
+            task.add_done_callback(self._syncs.discard)
+        if self._deadline.is_open:
+            return None  # Redis is not answering: fail open (the sync above is the breaker's trial)
+        if state.known_total + state.in_flight + state.pending > self.per_minute:
             metrics.rate_limited.labels(self.name).inc()
             return max(1, WINDOW_SECONDS - int(now % WINDOW_SECONDS))
         return None
+
+    async def synced(self) -> None:
+        """Wait for the syncs in flight (tests, and anyone who needs the shared totals now)."""
+        while self._syncs:
+            await asyncio.gather(*self._syncs)
+
+    async def _sync(self, client: str, state: _Window) -> None:
+        try:
+            total = await self._deadline.run(
+                lambda: self._store.add_to_window(
+                    self.name, client, state.window, state.in_flight, WINDOW_SECONDS * 2
+                )
+            )
+        except (RedisError, OSError):
+            metrics.redis_errors.labels("rate_limit").inc()
+            state.in_flight = 0  # fail open: these hits are forgotten rather than retried
+            return
+        # The total includes our in-flight hits and whatever other replicas added meanwhile.
+        state.known_total = max(state.known_total, total)
+        state.in_flight = 0
+        state.last_sync = self._mono()
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -184,6 +184,11 @@ class Settings(BaseSettings):
     gateway_token_refresh_margin: int = Field(default=300, ge=0, le=3600)
     gateway_token_memory_ttl: float = Field(default=5.0, gt=0, le=300)
     gateway_key_reload_interval: float = Field(default=2.0, gt=0, le=3600)
+    # Deadlines for Redis calls on a request path (app/store/deadline.py), in seconds. The widget
+    # token and the rate limiters fail open past theirs (a cached or locally signed token); webhooks,
+    # attribution and readiness answer 503 past the other.
+    gateway_redis_token_timeout: float = Field(default=0.1, gt=0, le=5)
+    gateway_redis_timeout: float = Field(default=2.0, gt=0, le=30)
     gateway_data_dir: Path = Path("var")
 
     # Order webhooks and conversion delivery (docs/orders.md, "Configuration").

@@ -25,6 +25,7 @@ from app.shops import Shop
 if TYPE_CHECKING:
     from app.conversions.orders import Order
     from app.store.conversions import ConversionStore
+    from app.store.deadline import RedisDeadline
 
 COOKIE_NAME = "neuroon_clicks"
 # Order attributes (Shopify note_attributes, WooCommerce meta_data) that carry the cookie's value.
@@ -162,7 +163,12 @@ def to_conversion(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> Con
 
 
 async def remember(
-    store: ConversionStore, shop: Shop, headers: Mapping[str, str], body: bytes, cookies: Mapping[str, str]
+    store: ConversionStore,
+    deadline: RedisDeadline,
+    shop: Shop,
+    headers: Mapping[str, str],
+    body: bytes,
+    cookies: Mapping[str, str],
 ) -> None:
     """Keep the clicks of a cart for 7 days: from the body's ``clicks``, else the request's cookie."""
     kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -188,7 +194,7 @@ async def remember(
     clicks = parse_clicks(raw)
     if clicks:
         try:
-            await store.put_clicks(shop.id, cart_token, clicks)
+            await deadline.run(lambda: store.put_clicks(shop.id, cart_token, clicks))
         except (RedisError, OSError):
             metrics.redis_errors.labels("attribution").inc()
             raise GatewayError(

@@ -29,6 +29,7 @@ from app.product_identity import product_identity
 from app.settings import Settings, origin_of
 from app.shops import Shop, ShopRegistry
 from app.store.conversions import ConversionStore
+from app.store.deadline import RedisDeadline
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,12 @@ Platform = Literal["shopify", "woocommerce", "generic"]
 
 @dataclass(frozen=True, slots=True)
 class Intake:
-    """What intake needs: the shops, the conversion store and the settings."""
+    """What intake needs: the shops, the conversion store, the settings and the Redis deadline."""
 
     settings: Settings
     shops: ShopRegistry
     store: ConversionStore
+    deadline: RedisDeadline  # webhooks: ~2 s, then 503
 
 
 # --- reading the request --------------------------------------------------------------------
@@ -273,7 +275,7 @@ async def _accept(intake: Intake, platform: Platform, shop: Shop, parse: Any) ->
             platform, "ignored", {"status": "ignored", "reason": "test order", "orderId": order.order_id}
         )
     try:
-        return await _queue(intake, platform, shop, order)
+        return await intake.deadline.run(lambda: _queue(intake, platform, shop, order))
     except (RedisError, OSError) as exc:
         # Not the sender's fault, and nothing was promised: a 503 makes the platform retry.
         metrics.redis_errors.labels("webhook").inc()

@@ -75,7 +75,9 @@ async def post_attribution(
         "attribution",
     )
     body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
-    await attribution.remember(state.conversions, shop, request.headers, body, request.cookies)
+    await attribution.remember(
+        state.conversions, state.intake.deadline, shop, request.headers, body, request.cookies
+    )
     return Response(status_code=204, headers=cors_headers(origin))
 
 

@@ -8,6 +8,7 @@ code works on Redis Cluster. Every key has a TTL unless its comment says why not
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -48,6 +49,28 @@ def token_lock_key(shop_id: str, key_fingerprint: str) -> str:
 
 def rate_window_key(limit: str, client: str, window: int) -> str:
     return f"{PREFIX}rl:{limit}:{client}:{window}"
+
+
+def ready_key(shop_id: str) -> str:
+    # Under the shop's hash tag: the readiness probe's write lands where the shop's data lives.
+    # TTL: READY_PROBE_TTL_MS.
+    return f"{PREFIX}ready:{{{shop_id}}}"
+
+
+READY_PROBE_TTL_MS = 10_000
+
+
+async def probe_writes(client: aioredis.Redis, shop_ids: Iterable[str]) -> None:
+    """Write a short-lived key under each shop's hash tag, in one round trip.
+
+    Raises what the write meets: ReadOnlyError on a replica, a MOVED or CLUSTERDOWN error where the
+    node does not serve the shop's slot, OOM when Redis is full, a connection error or timeout when
+    it does not answer. A PING proves none of this.
+    """
+    async with client.pipeline(transaction=False) as pipe:
+        for shop_id in shop_ids:
+            pipe.set(ready_key(shop_id), b"1", px=READY_PROBE_TTL_MS)
+        await pipe.execute()
 
 
 @dataclass(frozen=True, slots=True)

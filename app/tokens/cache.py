@@ -12,6 +12,8 @@ How replicas agree, whatever their wall clocks say:
   they have, or wait briefly for the winner's.
 - When Redis is down, a replica serves its still-valid copy, or signs locally with its own clock:
   a token is cheap to sign and never needs Neuroon. Nothing here raises on a Redis failure.
+- Every Redis step runs under the token path's deadline (milliseconds) and its circuit breaker, so
+  a hung Redis costs one short timeout, then nothing until it answers again (app/store/deadline.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from app import metrics
 from app.neuroon.signing import TOKEN_VALIDITY_SECONDS, sign_widget_token
 from app.shops import Shop
 from app.store import Store, StoredToken, token_lock_key
+from app.store.deadline import RedisDeadline
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ EXPIRY_SAFETY_SECONDS = 60
 SIGNING_LOCK_MS = 5_000
 WAIT_FOR_SIGNER_SECONDS = 1.0
 WAIT_POLL_SECONDS = 0.02
+DEADLINE_SECONDS = 0.1  # GATEWAY_REDIS_TOKEN_TIMEOUT's default
 
 
 @dataclass(slots=True)
@@ -74,8 +78,10 @@ class TokenCache:
         memory_ttl: float = 5.0,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        deadline: RedisDeadline | None = None,
     ) -> None:
         self._store = store
+        self._deadline = deadline or RedisDeadline("token", DEADLINE_SECONDS)
         self._margin = refresh_margin
         self._memory_ttl = memory_ttl
         self._wall = wall_clock
@@ -125,16 +131,9 @@ class TokenCache:
         )
 
     async def _refresh(self, shop: Shop, stale: CachedToken | None) -> tuple[CachedToken, Source]:
-        stored = await self._store.get_token(shop.id, shop.key_fingerprint)
-        if stored is not None:
-            return self._remember(shop, stored), "redis"
-        lock_key = token_lock_key(shop.id, shop.key_fingerprint)
-        owner = secrets.token_hex(8)
-        if await self._store.acquire_lock(lock_key, owner, SIGNING_LOCK_MS):
-            try:
-                return await self._sign_and_store(shop)
-            finally:
-                await self._store.release_lock(lock_key, owner)
+        fetched = await self._deadline.run(lambda: self._fetch_or_sign(shop))
+        if fetched is not None:
+            return fetched
         # Another replica holds the lock and is signing right now.
         if self._usable(stale, shop):
             assert stale is not None
@@ -143,11 +142,26 @@ class TokenCache:
         deadline = self._mono() + WAIT_FOR_SIGNER_SECONDS
         while self._mono() < deadline:
             await asyncio.sleep(WAIT_POLL_SECONDS)
-            stored = await self._store.get_token(shop.id, shop.key_fingerprint)
+            stored = await self._deadline.run(lambda: self._store.get_token(shop.id, shop.key_fingerprint))
             if stored is not None:
                 return self._remember(shop, stored), "redis"
         # The lock holder vanished mid-sign; its lock expires by itself. Serve something valid now.
         return self._sign_locally(shop), "signed"
+
+    async def _fetch_or_sign(self, shop: Shop) -> tuple[CachedToken, Source] | None:
+        """The stored token, else one we sign under the lock; None when another replica holds it."""
+        stored = await self._store.get_token(shop.id, shop.key_fingerprint)
+        if stored is not None:
+            return self._remember(shop, stored), "redis"
+        lock_key = token_lock_key(shop.id, shop.key_fingerprint)
+        owner = secrets.token_hex(8)
+        if not await self._store.acquire_lock(lock_key, owner, SIGNING_LOCK_MS):
+            return None
+        signed = await self._sign_and_store(shop)
+        # Not in a `finally`: after a failure (the deadline passed) Redis would not answer the
+        # release either, and waiting for it would break the deadline; the lock expires by itself.
+        await self._store.release_lock(lock_key, owner)
+        return signed
 
     async def _sign_and_store(self, shop: Shop) -> tuple[CachedToken, Source]:
         # Re-check under the lock: a signer that just released it may have stored a token.
