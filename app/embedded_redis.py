@@ -102,10 +102,20 @@ class EmbeddedRedis:
         self.stop()
         raise EmbeddedRedisError(f"the server did not answer within {timeout:.0f}s")
 
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, nothing is answered (a hung Redis, for tests)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused server could not act on the SIGTERM
         proc.terminate()  # SIGTERM: the server flushes its append-only file and exits
         try:
             proc.wait(timeout=10)
