@@ -194,6 +194,7 @@ def serve(
     import uvicorn
 
     from app.main import create_app
+    from app.server import server_config
 
     settings = _load()
     # Development reads better as console lines, unless the format was chosen explicitly.
@@ -210,15 +211,7 @@ def serve(
         except ConfigError as exc:
             raise fail(str(exc)) from None
         typer.echo(_banner(settings, host, port, embedded_redis=embedded_redis), err=True)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,  # X-Forwarded-For is judged by GATEWAY_TRUSTED_PROXIES, not uvicorn
-            timeout_graceful_shutdown=20,
-        )
+        config = server_config(app, settings, host, port)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal. Turning that
         # into KeyboardInterrupt lets the embedded Redis (if any) stop cleanly, and the stop that
         # an operator asked for ends with exit code 0.

@@ -45,6 +45,11 @@ redis_errors = Counter(
     "Redis operations that failed (the gateway degraded instead of failing the request).",
     ["operation"],
 )
+connections_refused = Counter(
+    PREFIX + "connections_refused_total",
+    "Requests refused by a connection limit (header_too_large, request_timeout, over_capacity).",
+    ["reason"],
+)
 redis_circuit_open = Gauge(
     PREFIX + "redis_circuit_open",
     "1 while this caller's Redis circuit breaker is open (Redis did not answer in time; calls fail fast).",

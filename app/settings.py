@@ -189,6 +189,14 @@ class Settings(BaseSettings):
     # attribution and readiness answer 503 past the other.
     gateway_redis_token_timeout: float = Field(default=0.1, gt=0, le=5)
     gateway_redis_timeout: float = Field(default=2.0, gt=0, le=30)
+    # Connection limits of `serve` (app/server.py; README "Connection limits"): bytes of request line
+    # and headers (431 above), seconds to send them (408 after), seconds an idle keep-alive connection
+    # is kept (behind a load balancer: more than its idle timeout), connections plus requests in
+    # flight per process (503 beyond).
+    gateway_max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
+    gateway_header_timeout: float = Field(default=10.0, gt=0, le=300)
+    gateway_keep_alive_timeout: int = Field(default=5, ge=1, le=3600)
+    gateway_max_concurrency: int = Field(default=2048, ge=1, le=1_000_000)
     gateway_data_dir: Path = Path("var")
 
     # Order webhooks and conversion delivery (docs/orders.md, "Configuration").

@@ -181,7 +181,7 @@ def test_slow_redis_fails_tokens_over_to_memory_and_keeps_taking_webhooks(
 def sandbox_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     env = clean_env(NEUROON_SHOP_ID=SHOP_ID, NEUROON_API_KEY=CANARY_KEY, NEUROON_SHOP_URL=SHOP_URL)
-    proc = subprocess.Popen(  # noqa: S603 - our own command
+    proc = subprocess.Popen(
         [GATEWAY, "sandbox", "--port", str(port)],
         env=env,
         cwd=tmp_path,
