@@ -11,7 +11,13 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import (
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from starlette.responses import JSONResponse, Response
 
 from app.catalog.service import refresh_metrics as refresh_catalog_metrics
@@ -42,14 +48,24 @@ async def not_ready_reason(
     except ReadOnlyError:
         return "Redis is a read-only replica: writes must go to the primary"
     except ResponseError as exc:
-        # The error's code only (MOVED, CLUSTERDOWN, OOM, MISCONF, NOPERM...): the rest may name hosts.
-        code = str(exc).split(" ", 1)[0].upper()
-        return f"Redis refused a write ({code if code.isalpha() else 'error'})"
+        return f"Redis refused a write ({_error_code(exc)})"
     except (RedisConnectionError, OSError):
         return "Redis is unreachable"
     except RedisError as exc:
         return f"Redis failed ({type(exc).__name__})"
     return None
+
+
+def _error_code(exc: ResponseError) -> str:
+    """The error's code only (OOM, MOVED, CLUSTERDOWN, MISCONF...): the rest may name hosts.
+
+    redis-py drops the code from the message of the errors it has a class for.
+    """
+    for cls, code in ((OutOfMemoryError, "OOM"), (NoPermissionError, "NOPERM")):
+        if isinstance(exc, cls):
+            return code
+    first = str(exc).split(" ", 1)[0]
+    return first if first.isalpha() and first.isupper() else "error"
 
 
 @router.get("/livez", summary="The process is running")
