@@ -4,8 +4,8 @@ Each test runs the real `neuroon-gateway serve` process against a Redis-protocol
 (the suite's shared one is never stopped), breaks it the way production breaks (hung: SIGSTOP,
 connections accepted and nothing answered; down: killed; slow: a proxy adding latency; Neuroon
 hung), and checks what each endpoint answers and how fast. Bounds are generous and separate the
-behaviours (milliseconds against the multi-second waits of a request stuck on Redis); the figures
-measured on the quiet machine are in the README ("Degraded infrastructure").
+behaviours (milliseconds against the multi-second waits of a request stuck on Redis); measured
+figures are in the README ("Redis hung, down or slow").
 """
 
 from __future__ import annotations
