@@ -50,6 +50,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def hung_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A server of the test's own, stopped with SIGSTOP: connections accepted, nothing answered."""
+    server = EmbeddedRedis(tmp_path / "hung-redis")
+    server.start()
+    server.pause()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(match="ngw:*", count=1000):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import httpx
 import pytest
 import redis
 
+from app.embedded_redis import EmbeddedRedis
 from app.ratelimit import RateLimiter, client_address
 from app.store import Store, connect
+from app.store.deadline import RedisDeadline
 from tests.conftest import CANARY_KEY, SHOP_ID
 from tests.support import run_gateway
 
@@ -75,6 +78,19 @@ async def test_batched_replicas_overshoot_by_no_more_than_their_unsynced_hits(st
     replicas = [RateLimiter(store, "test", 50) for _ in range(5)]
     allowed = sum([await hit_and_sync(replicas[i % 5], "198.51.100.8") is None for i in range(400)])
     assert 50 <= allowed <= 50 + 4
+
+
+async def test_a_hit_never_waits_for_redis(hung_redis: EmbeddedRedis) -> None:
+    client = connect(hung_redis.url)
+    try:
+        limiter = RateLimiter(Store(client), "test", 10, sync_interval=0, deadline=RedisDeadline("test", 2.0))
+        start = time.monotonic()
+        assert [await limiter.hit("198.51.100.10") for _ in range(5)] == [None] * 5
+        assert time.monotonic() - start < 1.0  # its sync is still waiting for Redis (up to 2 s)
+        await limiter.synced()  # the sync gives up; the breaker opens; the limiter fails open
+        assert [await limiter.hit("198.51.100.10") for _ in range(20)] == [None] * 20
+    finally:
+        await client.aclose()
 
 
 async def test_clients_are_limited_separately(store: Store) -> None:
