@@ -50,13 +50,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def hung_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A server of the test's own, stopped with SIGSTOP: connections accepted, nothing answered."""
-    server = EmbeddedRedis(tmp_path / "hung-redis")
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A server of the test's own, for tests that stop, kill or fill it (never the shared one)."""
+    server = EmbeddedRedis(tmp_path / "own-redis")
     server.start()
-    server.pause()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def hung_redis(own_redis: EmbeddedRedis) -> EmbeddedRedis:
+    """Stopped with SIGSTOP: connections accepted, nothing answered (it is resumed to stop it)."""
+    own_redis.pause()
+    return own_redis
 
 
 @pytest.fixture

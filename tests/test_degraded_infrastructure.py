@@ -28,14 +28,6 @@ from tests.webhooks import STANDARD_SECRET, encode, generic_order, standard_head
 TOKEN = "/v1/widget-token"
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
 def gateway_env(redis_url: str, **extra: str) -> dict[str, str]:
     return {
         "NEUROON_SHOP_ID": SHOP_ID,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -73,14 +71,6 @@ def test_access_log_is_json_with_the_request_id(client: TestClient, caplog: pyte
     assert line["request_id"] == "req-42" == response.headers["x-request-id"]
     assert line["route"] == "/v1/widget-token"
     assert line["status"] == 200
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_token_keeps_being_served_when_redis_stops(

@@ -17,19 +17,11 @@ from tests.conftest import SHOP_ID, SettingsFactory
 
 
 @pytest.fixture
-def primary(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "primary")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def replica(primary: EmbeddedRedis, tmp_path: Path) -> Iterator[EmbeddedRedis]:
+def replica(own_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "replica")
     server.start()
     with redis.Redis(port=server.port) as admin:
-        admin.replicaof("127.0.0.1", str(primary.port))
+        admin.replicaof("127.0.0.1", str(own_redis.port))
     yield server
     server.stop()
 
@@ -73,12 +65,12 @@ async def test_the_check_names_what_stops_the_write(replica_client: redis.asynci
     )
 
 
-async def test_a_full_redis_is_not_ready(primary: EmbeddedRedis) -> None:
+async def test_a_full_redis_is_not_ready(own_redis: EmbeddedRedis) -> None:
     # noeviction at its memory limit refuses writes (and so every order): not ready, with the code
     # only; the server's message stays out of a response that may be public.
-    admin = redis.Redis(port=primary.port)
+    admin = redis.Redis(port=own_redis.port)
     admin.config_set("maxmemory", "1")
-    client = connect(primary.url)
+    client = connect(own_redis.url)
     try:
         assert await not_ready_reason(client, [SHOP_ID]) == "Redis refused a write (OOM)"
     finally:

@@ -31,6 +31,14 @@ async def live_client(redis_url: str, redis_client: redis.Redis) -> AsyncIterato
     await client.aclose()
 
 
+async def opened_by_a_hang(client: aioredis.Redis, clock: FakeClock) -> RedisDeadline:
+    """A 0.1 s deadline on ``clock`` whose breaker a hung ``client`` has just opened."""
+    deadline = RedisDeadline("test", 0.1, cooldown=1.0, monotonic=clock)
+    with pytest.raises(DeadlineExceeded):
+        await deadline.run(client.ping)
+    return deadline
+
+
 async def test_a_hung_redis_costs_one_timeout_then_calls_fail_at_once(hung_client: aioredis.Redis) -> None:
     deadline = RedisDeadline("test", 0.2)
     start = time.monotonic()
@@ -56,9 +64,7 @@ async def test_one_trial_after_the_cooldown_closes_the_breaker_when_redis_answer
     hung_redis: EmbeddedRedis, hung_client: aioredis.Redis
 ) -> None:
     clock = FakeClock()
-    deadline = RedisDeadline("test", 0.2, cooldown=1.0, monotonic=clock)
-    with pytest.raises(DeadlineExceeded):
-        await deadline.run(hung_client.ping)
+    deadline = await opened_by_a_hang(hung_client, clock)
     clock.now += 0.5
     with pytest.raises(CircuitOpen):  # still cooling down
         await deadline.run(hung_client.ping)
@@ -75,9 +81,7 @@ async def test_one_trial_after_the_cooldown_closes_the_breaker_when_redis_answer
 
 async def test_a_failed_trial_keeps_it_open_for_another_cooldown(hung_client: aioredis.Redis) -> None:
     clock = FakeClock()
-    deadline = RedisDeadline("test", 0.1, cooldown=1.0, monotonic=clock)
-    with pytest.raises(DeadlineExceeded):
-        await deadline.run(hung_client.ping)
+    deadline = await opened_by_a_hang(hung_client, clock)
     clock.now += 1.1
     with pytest.raises(DeadlineExceeded):
         await deadline.run(hung_client.ping)
@@ -97,9 +101,7 @@ async def test_errors_that_are_answers_leave_it_closed(live_client: aioredis.Red
 
 async def test_a_cancelled_trial_lets_the_next_call_try(hung_client: aioredis.Redis) -> None:
     clock = FakeClock()
-    deadline = RedisDeadline("test", 0.1, cooldown=1.0, monotonic=clock)
-    with pytest.raises(DeadlineExceeded):
-        await deadline.run(hung_client.ping)
+    deadline = await opened_by_a_hang(hung_client, clock)
     deadline.seconds = 5.0  # a trial that outlasts the client's patience: it goes away
     clock.now += 1.1
     trial = asyncio.ensure_future(deadline.run(hung_client.ping))
