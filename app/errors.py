@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -73,12 +74,19 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(400, "invalid_request", _field_errors(exc))
 
+    async def on_redis_error(_: Request, exc: Exception) -> Response:
+        # Routes without a deadline of their own (the admin APIs) are bounded by the Redis client's
+        # socket timeout; what they meet is Redis's trouble, not a bug of ours: 503, not 500.
+        log.warning("redis_unavailable", extra={"error": type(exc).__name__})
+        return error_response(503, "unavailable", "Redis is unavailable; retry later")
+
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         return internal_error_response(exc)
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(RedisError, on_redis_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

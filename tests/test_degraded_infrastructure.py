@@ -19,10 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from app.embedded_redis import EmbeddedRedis, free_port
-from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL
+from app.main import create_app
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
 from tests.support import GATEWAY, LatencyProxy, clean_env, run_gateway
+from tests.test_delivery import ADMIN_SECRET, admin_headers
 from tests.webhooks import STANDARD_SECRET, encode, generic_order, standard_headers
 
 TOKEN = "/v1/widget-token"
@@ -232,3 +235,15 @@ def test_hung_neuroon_costs_tokens_and_webhooks_nothing_and_deliveries_resume(
             return {c["orderId"] for c in got["conversions"]}
 
         eventually(lambda: {f"hung-neuroon-{i}" for i in range(3)} <= delivered(), within=30)
+
+
+def test_admin_api_answers_503_when_redis_is_down(
+    make_settings: SettingsFactory, own_redis: EmbeddedRedis
+) -> None:
+    settings = make_settings(redis_url=own_redis.url, gateway_admin_jwt_secret=ADMIN_SECRET)
+    with TestClient(create_app(settings)) as client:
+        own_redis.kill()
+        for path in ("/v1/admin/conversions/ORD-1", "/v1/admin/dead-letters"):
+            response = client.get(path, headers=admin_headers())
+            assert response.status_code == 503, response.text
+            assert response.json() == {"error": "unavailable", "detail": "Redis is unavailable; retry later"}
