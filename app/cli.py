@@ -239,6 +239,7 @@ def token(
     """Print the current widget token (from the cache, signing if needed)."""
     from app.neuroon.signing import sign_widget_token
     from app.store import Store, connect
+    from app.store.deadline import RedisDeadline
     from app.tokens.cache import TokenCache
 
     settings = _load()
@@ -267,7 +268,11 @@ def token(
         redis = connect(redis_url)
         try:
             entry, _ = await TokenCache(
-                Store(redis), refresh_margin=settings.gateway_token_refresh_margin
+                Store(redis),
+                refresh_margin=settings.gateway_token_refresh_margin,
+                # Not a request path: a command can wait for the shared token (a new connection's
+                # handshake alone may take longer than the token path's deadline).
+                deadline=RedisDeadline("token", settings.gateway_redis_timeout),
             ).get(chosen)
             return entry.token
         finally:

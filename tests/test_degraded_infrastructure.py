@@ -10,6 +10,7 @@ figures are in the README ("Redis hung, down or slow").
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -19,10 +20,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from app.embedded_redis import EmbeddedRedis, free_port
 from app.main import create_app
+from app.neuroon.signing import sign_widget_token
+from app.shops import key_fingerprint
+from app.store import Store, connect
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
 from tests.support import GATEWAY, LatencyProxy, clean_env, run_gateway
 from tests.test_delivery import ADMIN_SECRET, admin_headers
@@ -247,3 +252,34 @@ def test_admin_api_answers_503_when_redis_is_down(
             response = client.get(path, headers=admin_headers())
             assert response.status_code == 503, response.text
             assert response.json() == {"error": "unavailable", "detail": "Redis is unavailable; retry later"}
+
+
+def test_the_token_command_waits_for_the_shared_token_over_a_slow_link(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # A command is not a request path: it gets the webhooks' budget, not the token path's 0.1 s,
+    # so over a slow link it still prints the token every replica serves, not one of its own.
+    issued_at = int(time.time()) - 1000
+    shared = sign_widget_token(SHOP_ID, CANARY_KEY, issued_at)
+
+    async def store_shared() -> None:
+        client = connect(redis_url)
+        try:
+            await Store(client).put_token_if_absent(
+                SHOP_ID, key_fingerprint(CANARY_KEY), shared, issued_at, 600
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(store_shared())
+    proxy = LatencyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]), delay=0.3)
+    try:
+        env = clean_env(
+            NEUROON_SHOP_ID=SHOP_ID, NEUROON_API_KEY=CANARY_KEY, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0"
+        )
+        done = subprocess.run(
+            [GATEWAY, "token"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+        )
+    finally:
+        proxy.close()
+    assert done.stdout.strip() == shared
