@@ -11,7 +11,7 @@ once with ``CircuitOpen``. After ``cooldown`` seconds one call is let through as
 success closes the breaker, its failure keeps it open for another cooldown. So recovery needs no
 operator: the first trial after Redis answers again closes it.
 
-One breaker per caller, not one per client: a Redis that is slow but alive (say 300 ms) is too
+One breaker per caller, not one per client: a Redis that is slow but alive (say 250 ms) is too
 slow for the token path, whose breaker opens, and still fine for webhooks, whose breaker stays
 closed. Errors that are answers (``ResponseError``: READONLY, a script error) prove Redis responds,
 so they count as successes here; the caller still gets them.
