@@ -33,6 +33,7 @@ from app.store import Store, connect
 from app.store.catalog import CatalogStore
 from app.store.conversions import ConversionStore
 from app.store.deadline import RedisDeadline
+from app.store.durability import AckDurability, host_crash_loss
 from app.tokens import endpoint as token_endpoint
 from app.tokens.cache import TokenCache
 
@@ -61,9 +62,17 @@ def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
 
 
 async def warn_if_redis_can_lose_conversions(store: ConversionStore) -> None:
-    """Queued conversions live in Redis: say so loudly when this Redis could drop them."""
+    """Queued conversions live in Redis: say so loudly when this Redis could drop them, and say what
+    an acknowledgement waits for."""
     try:
         problems = await store.durability_problems()
+        if store.durability:
+            deployment = await store.durability.refresh()
+            plan = await store.durability.plan()
+            log.info("ack_durability", extra={"waits_for": plan.describe()})
+            loss = host_crash_loss(deployment)
+            if loss:
+                problems.append(loss)
     except (RedisError, OSError) as exc:
         log.warning("redis_durability_unknown", extra={"error": type(exc).__name__})
         return
@@ -110,7 +119,17 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
         redis = connect(redis_url)
         store = Store(redis)
-        conversions = ConversionStore(redis)
+        replicas = settings.gateway_ack_replicas
+        conversions = ConversionStore(
+            redis,
+            AckDurability(
+                redis,
+                replicas=None if replicas == "auto" else replicas,
+                # A claim may wait behind another batch's wait: two must fit in the webhook's deadline,
+                # or a slow replica would read as a hung Redis and open the webhooks' breaker.
+                timeout=min(settings.gateway_ack_timeout, settings.gateway_redis_timeout / 2.5),
+            ),
+        )
         http = build_http_client(settings, neuroon_transport)
         # One deadline (and breaker) per kind of caller; the token cache and the token limiter
         # share one, so a hung Redis costs the token path a single timeout.

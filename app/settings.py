@@ -228,6 +228,12 @@ class Settings(BaseSettings):
     gateway_attribution_rate_limit: int = Field(default=120, ge=0)
     # Run the delivery worker inside `serve` (`serve --no-worker` turns it off).
     gateway_run_worker: bool = True
+    # Acknowledgement = durability (app/store/durability.py): how many replicas must have an order
+    # before it is answered `accepted`: a number, or "auto" (one, from the moment the primary has been
+    # seen with a replica). How long that wait, and the one for the AOF fsync, may take before the
+    # webhook gets 503: under the Redis client's 1 s read timeout (app/store/connect).
+    gateway_ack_replicas: Annotated[int, Field(ge=0, le=16)] | Literal["auto"] = "auto"
+    gateway_ack_timeout: float = Field(default=0.5, gt=0, le=0.9)
     # Catalog sync (docs/catalog.md, "Settings"). Whether the feed's prices include tax: Neuroon takes
     # prices as they are, so `catalog sync` refuses to guess (exit 2 while unset).
     gateway_prices_include_tax: bool | None = None

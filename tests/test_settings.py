@@ -98,6 +98,9 @@ def test_bad_shop_settings_name_the_variable_and_hide_the_value(
         ("GATEWAY_TOKEN_REFRESH_MARGIN", "86400"),
         ("GATEWAY_TOKEN_MEMORY_TTL", "0"),
         ("GATEWAY_ADMIN_JWKS_URL", "not a url"),
+        ("GATEWAY_ACK_REPLICAS", "some"),
+        ("GATEWAY_ACK_REPLICAS", "-1"),
+        ("GATEWAY_ACK_TIMEOUT", "2"),
     ],
 )
 def test_malformed_gateway_settings_name_the_variable(
@@ -105,6 +108,11 @@ def test_malformed_gateway_settings_name_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=variable):
         env_settings(monkeypatch, **{variable: value})
+
+
+def test_ack_replicas_is_auto_or_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert env_settings(monkeypatch).gateway_ack_replicas == "auto"
+    assert env_settings(monkeypatch, GATEWAY_ACK_REPLICAS="2").gateway_ack_replicas == 2
 
 
 def test_trusted_proxies_parse_addresses_and_networks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ from app.settings import Settings, origin_of
 from app.shops import Shop, ShopRegistry
 from app.store.conversions import ConversionStore
 from app.store.deadline import RedisDeadline
+from app.store.durability import NotDurable
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,14 @@ async def _accept(intake: Intake, platform: Platform, shop: Shop, parse: Any) ->
         )
     try:
         return await intake.deadline.run(lambda: _queue(intake, platform, shop, order))
+    except NotDurable as exc:
+        # Written, perhaps, but not where a failover or a host crash would keep it: not acknowledged.
+        # The platform's retry answers once it is (or claims it afresh if it was lost).
+        metrics.redis_errors.labels("webhook").inc()
+        log.warning("webhook_not_durable", extra={"shop": shop.id, "error": str(exc)})
+        raise GatewayError(
+            503, "unavailable", "the order could not be stored durably in time; retry later"
+        ) from None
     except (RedisError, OSError) as exc:
         # Not the sender's fault, and nothing was promised: a 503 makes the platform retry.
         metrics.redis_errors.labels("webhook").inc()

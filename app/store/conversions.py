@@ -38,6 +38,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from app.store import PREFIX
+from app.store.durability import AckDurability
 
 GROUP = "workers"
 ATTRIBUTION_TTL_SECONDS = 7 * 86_400
@@ -345,13 +346,18 @@ def _record(flat: list[bytes]) -> dict[str, str]:
 class _GroupCommit:
     """Calls of one script issued in the same event-loop turn go to Redis in one pipeline (group commit).
 
-    Each caller still awaits its own script's answer, so nothing about atomicity or durability
-    changes; under load, one round trip carries many webhooks, which is most of the intake's cost.
+    Each caller still awaits its own script's answer, so nothing about atomicity changes; under load,
+    one round trip carries many webhooks, which is most of the intake's cost. With ``durability``, the
+    batch is acknowledged only once its writes are on the replicas and the disk the deployment has
+    (app/store/durability.py): one wait per batch, not per webhook.
     """
 
-    def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
+    def __init__(
+        self, client: aioredis.Redis, script: AsyncScript, durability: AckDurability | None = None
+    ) -> None:
         self._client = client
         self._script = script
+        self._durability = durability
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._running: set[asyncio.Task[None]] = set()
 
@@ -368,17 +374,34 @@ class _GroupCommit:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    async def _execute(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        """The batch's results (an exception in place of a failed script's)."""
+        plan = await self._durability.plan() if self._durability else None
+        if len(batch) == 1 and not (plan and plan.waits):
+            keys, args, _ = batch[0]
+            return [await self._script(keys=keys, args=args)]
+        async with self._client.pipeline(transaction=False) as pipe:
+            # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS per execute.
+            for keys, args, _ in batch:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            if self._durability and plan and plan.waits:
+                # In the same pipeline: WAIT and WAITAOF cover the writes of their own connection only.
+                self._durability.add_wait(pipe, plan)
+            results = await pipe.execute(raise_on_error=False)
+        if self._durability and plan and plan.waits:
+            self._durability.check_wait(plan, results[len(batch) :])
+        results = results[: len(batch)]
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:  # Redis restarted or flushed its scripts: load it, run those again (and wait again)
+            await self._client.script_load(self._script.script)
+            again = await self._execute([batch[i] for i in missing])
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
     async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         try:
-            if len(batch) == 1:
-                keys, args, future = batch[0]
-                results = [await self._script(keys=keys, args=args)]
-            else:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS per execute.
-                    for keys, args, _ in batch:
-                        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                    results = await pipe.execute(raise_on_error=False)
+            results = await self._execute(batch)
         except asyncio.CancelledError:
             for _, _, future in batch:
                 future.cancel()
@@ -388,15 +411,9 @@ class _GroupCommit:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (keys, args, future), result in zip(batch, results, strict=True):
+        for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
-            if isinstance(result, NoScriptError):  # Redis restarted or flushed its scripts
-                try:
-                    result = await self._script(keys=keys, args=args)
-                except Exception as exc:
-                    future.set_exception(exc)
-                    continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
@@ -406,9 +423,12 @@ class _GroupCommit:
 class ConversionStore:
     """Typed operations on the conversion key space."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, durability: AckDurability | None = None) -> None:
+        """``durability``: what a claim waits for before it is acknowledged (intake's store has one; the
+        worker's and the CLI's, which never acknowledge an order to a platform, do not)."""
         self.redis = client
-        self._claim = _GroupCommit(client, client.register_script(_CLAIM))
+        self.durability = durability
+        self._claim = _GroupCommit(client, client.register_script(_CLAIM), durability)
         # The steps of every webhook and every delivery go through group commits.
         self._begin = _GroupCommit(client, client.register_script(_BEGIN))
         self._delivered = _GroupCommit(client, client.register_script(_DELIVERED))

@@ -1,0 +1,177 @@
+"""Acknowledgement = durability (interface §3.3): an order is answered ``accepted`` only once its
+claim is on a replica (``WAIT``) and on disk (``WAITAOF``) wherever the Redis deployment has them.
+
+How the gateway knows what the deployment has: it asks the server itself, at start-up and then at
+most every ``REFRESH_SECONDS`` (on the next claim after that): ``INFO replication`` (replicas
+online), ``INFO persistence`` (AOF on), ``CONFIG GET appendfsync`` (refused by managed services:
+then unknown) and a ``WAITAOF 0 0 0`` that answers at once where the command exists (Redis >= 7.2,
+Valkey >= 7.2; a server without it, or with it renamed away, refuses it).
+
+What a claim then waits for (``AckPlan``):
+
+- replicas: ``GATEWAY_ACK_REPLICAS`` when set to a number; ``auto`` (the default) means one replica
+  from the moment this process has seen the primary with a replica online, and from then on until it
+  restarts. A replica that drops out is not forgotten: it may be on the far side of a partition and be
+  promoted there, and an order acknowledged by the old primary alone is exactly what that failover
+  erases. Running on without it is an operator's decision: ``GATEWAY_ACK_REPLICAS=0``. One replica is
+  enough for Sentinel, which promotes the most up-to-date replica.
+- disk: ``WAITAOF 1 0`` whenever the server has AOF on and the command exists. On a server without
+  it, a crash of the Redis *host* can lose what ``appendfsync`` has not yet flushed; the start-up log
+  says how much (``host_crash_loss``).
+
+The wait is appended to the group commit's pipeline (``add_wait``/``check_wait``): ``WAIT`` and
+``WAITAOF`` cover the writes of their own connection only, and so one wait covers a whole batch.
+Where it is not met within ``GATEWAY_ACK_TIMEOUT`` every claim of the batch fails with ``NotDurable``
+(a ``RedisError``: intake answers ``503`` and the platform retries).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, ResponseError
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 5.0
+
+
+class NotDurable(RedisError):
+    """The batch's writes did not reach the replicas or the disk they must reach in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """What the Redis server says about itself."""
+
+    replicas_online: int
+    aof: bool
+    appendfsync: str | None  # None when CONFIG is refused (managed services)
+    waitaof: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AckPlan:
+    """What a batch of claims waits for before it is acknowledged."""
+
+    replicas: int
+    fsync: bool
+
+    @property
+    def waits(self) -> bool:
+        return self.replicas > 0 or self.fsync
+
+    def describe(self) -> str:
+        parts = []
+        if self.replicas:
+            parts.append(f"{self.replicas} replica(s) (WAIT)")
+        if self.fsync:
+            parts.append("the AOF fsync (WAITAOF)")
+        return " and ".join(parts) or "the write alone"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def read_deployment(client: aioredis.Redis) -> Deployment:
+    replication = await client.info("replication")
+    online = sum(
+        1
+        for name, value in replication.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
+    persistence = await client.info("persistence")
+    try:
+        appendfsync: str | None = _text((await client.config_get("appendfsync")).get("appendfsync"))
+    except ResponseError:
+        appendfsync = None
+    try:
+        await client.waitaof(0, 0, 0)  # asks for nothing: answers at once
+        waitaof = True
+    except ResponseError:
+        waitaof = False
+    return Deployment(online, bool(int(persistence.get("aof_enabled", 0))), appendfsync, waitaof)
+
+
+def host_crash_loss(deployment: Deployment) -> str | None:
+    """What a crash of the Redis host can lose of acknowledged orders, when the gateway cannot wait for
+    the disk (None: nothing, or no AOF at all, which the start-up checks report on their own)."""
+    if not deployment.aof or deployment.waitaof or deployment.appendfsync == "always":
+        return None
+    if deployment.appendfsync == "no":
+        what = "appendfsync no: the operating system flushes the AOF when it likes, typically every 30 s"
+    else:  # everysec, Redis's default, or unknown (CONFIG refused)
+        what = f"appendfsync {deployment.appendfsync or 'everysec (assumed)'}: the last second"
+    return (
+        f"a crash of the Redis host (not only of the Redis process) can lose orders acknowledged in "
+        f"{what}. This server has no WAITAOF (Redis >= 7.2 / Valkey >= 7.2) to wait for the disk; "
+        f"upgrade it, set appendfsync always, or rely on a replica (GATEWAY_ACK_REPLICAS)"
+    )
+
+
+class AckDurability:
+    """The acknowledgement wait of one Redis client: knows the deployment, plans and checks the wait."""
+
+    def __init__(self, client: aioredis.Redis, *, replicas: int | None, timeout: float) -> None:
+        self._client = client
+        self._required = replicas  # None: auto
+        self._timeout_ms = max(1, round(timeout * 1000))
+        self._seen_replica = False
+        self._plan: AckPlan | None = None
+        self._checked_at = 0.0
+
+    async def refresh(self) -> Deployment:
+        deployment = await read_deployment(self._client)
+        self._seen_replica = self._seen_replica or deployment.replicas_online > 0
+        replicas = self._required if self._required is not None else int(self._seen_replica)
+        self._plan = AckPlan(replicas, deployment.aof and deployment.waitaof)
+        self._checked_at = time.monotonic()
+        return deployment
+
+    async def plan(self) -> AckPlan:
+        """The current plan: learned on first use (a failure there fails the claims: the gateway may not
+        acknowledge before it knows what to wait for), refreshed when older than REFRESH_SECONDS (a failed
+        refresh keeps the plan it had)."""
+        if self._plan is None:
+            await self.refresh()
+        elif time.monotonic() - self._checked_at > REFRESH_SECONDS:
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as exc:
+                self._checked_at = time.monotonic()  # try again in REFRESH_SECONDS, not on every batch
+                log.warning("redis_durability_refresh_failed", extra={"error": type(exc).__name__})
+        assert self._plan is not None
+        return self._plan
+
+    def add_wait(self, pipe: Pipeline, plan: AckPlan) -> None:
+        """Queue the wait after a batch's writes, on the same pipeline (so on the same connection)."""
+        if plan.fsync:
+            pipe.waitaof(1, 0, self._timeout_ms)
+        if plan.replicas:
+            pipe.wait(plan.replicas, self._timeout_ms)
+
+    def check_wait(self, plan: AckPlan, replies: Sequence[Any]) -> None:
+        """Raise NotDurable unless the replies of ``add_wait``'s commands show the plan met."""
+        replies = list(replies)
+        if plan.fsync:
+            local = replies.pop(0)
+            if isinstance(local, Exception):  # e.g. AOF turned off meanwhile: learn it at once
+                self._checked_at = 0.0
+                raise NotDurable(f"WAITAOF failed: {local}")
+            if int(local[0]) < 1:
+                raise NotDurable(f"the AOF was not fsynced within {self._timeout_ms} ms")
+        if plan.replicas:
+            acked = replies.pop(0)
+            if isinstance(acked, Exception):
+                raise NotDurable(f"WAIT failed: {acked}")
+            if int(acked) < plan.replicas:
+                raise NotDurable(
+                    f"{acked} of {plan.replicas} replica(s) acknowledged within {self._timeout_ms} ms"
+                )

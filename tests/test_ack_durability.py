@@ -1,0 +1,269 @@
+"""Acknowledgement = durability (interface §3.3) on real servers: a primary and a replica started here
+(the embedded Valkey), and single AOF servers. An order is answered `accepted` only once the replica
+has it and the AOF is fsynced; otherwise 503, within the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from app.embedded_redis import EmbeddedRedis
+from app.main import create_app
+from app.store import connect, durability
+from app.store.conversions import ConversionStore, order_key
+from app.store.durability import AckDurability
+from tests.conftest import SHOP_ID, SettingsFactory
+from tests.test_delivery import wait_for
+from tests.webhooks import SHOPIFY_SECRET, encode, shopify_headers, shopify_order
+
+CLICKS = {"SNOW-GRN-150": "log_snow"}
+
+
+class Pair:
+    """A primary and its replica, each an embedded server of its own."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # No 5 s pause before the replica's first sync (the default waits for more replicas to join).
+        self.primary = EmbeddedRedis(root / "primary", extra_args=["--repl-diskless-sync-delay", "0"])
+        self.primary.start()
+        self.replica = self._replica("replica")
+        self.primary_client = redis.Redis.from_url(self.primary.url)
+
+    def _replica(self, name: str) -> EmbeddedRedis:
+        replica = EmbeddedRedis(
+            self.root / name, extra_args=["--replicaof", "127.0.0.1", str(self.primary.port)]
+        )
+        replica.start()
+        client = redis.Redis.from_url(replica.url)
+        try:
+            wait_for(lambda: client.info("replication")["master_link_status"] == "up", "replica in sync")
+        finally:
+            client.close()
+        return replica
+
+    def replica_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.replica.url)
+
+    def restart_replica(self) -> None:
+        self.replica = self._replica(f"replica-{time.monotonic_ns()}")
+
+    def signal_replica(self, sig: signal.Signals) -> None:
+        if self.replica._proc is not None:
+            os.kill(self.replica._proc.pid, sig)
+
+    def close(self) -> None:
+        self.primary_client.close()
+        self.replica.stop()
+        self.primary.stop()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    servers = Pair(tmp_path)
+    try:
+        yield servers
+    finally:
+        servers.signal_replica(signal.SIGCONT)  # never leave a stopped server behind
+        servers.close()
+
+
+def gateway(make_settings: SettingsFactory, redis_url: str, **overrides: Any) -> TestClient:
+    settings = make_settings(
+        redis_url=redis_url, shopify_webhook_secret=SHOPIFY_SECRET, gateway_run_worker=False, **overrides
+    )
+    return TestClient(create_app(settings))
+
+
+def post_order(client: TestClient, order_id: int) -> Any:
+    body = encode(shopify_order(order_id, clicks=CLICKS))
+    return client.post("/v1/webhooks/shopify", content=body, headers=shopify_headers(body))
+
+
+def has_order(client: redis.Redis, order_id: int) -> bool:
+    return bool(client.exists(order_key(SHOP_ID, str(order_id))))
+
+
+def calls(client: redis.Redis, command: str) -> int:
+    return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_an_order_is_accepted_only_once_the_replica_has_it(
+    pair: Pair, make_settings: SettingsFactory
+) -> None:
+    with gateway(make_settings, pair.primary.url, gateway_ack_timeout=0.9) as client:
+        pair.signal_replica(signal.SIGSTOP)  # still connected, as a slow replica is, but not acknowledging
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(post_order, client, 1001)
+            time.sleep(0.3)
+            assert not answer.done(), "answered while the only replica could not have the order"
+            pair.signal_replica(signal.SIGCONT)
+            response = answer.result(timeout=5)
+    assert response.status_code == 200
+    assert response.json()["status"] == "accepted"
+    replica = pair.replica_client()
+    try:
+        assert has_order(replica, 1001)  # it was there when `accepted` was sent: nothing since wrote it
+    finally:
+        replica.close()
+
+
+def test_a_replica_gone_means_503_within_the_deadline_until_it_is_back(
+    pair: Pair, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every batch re-reads INFO: the gateway sees the replica go, and must still not accept alone (auto).
+    monkeypatch.setattr(durability, "REFRESH_SECONDS", 0.0)
+    with gateway(make_settings, pair.primary.url) as client:
+        assert post_order(client, 2001).json()["status"] == "accepted"
+        pair.replica.stop()
+        wait_for(lambda: pair.primary_client.info("replication")["connected_slaves"] == 0, "replica gone")
+        started = time.monotonic()
+        refused = post_order(client, 2002)
+        assert time.monotonic() - started < 3  # the ack timeout is 0.5 s: a 503, not a hang
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "unavailable"
+        assert "durably" in refused.json()["detail"]
+
+        pair.restart_replica()
+        again = post_order(client, 2002)  # the platform's retry
+        assert again.status_code == 200
+        # The refused attempt's claim was on the primary: it is now on the replica too, and queued once.
+        assert again.json()["status"] in ("accepted", "duplicate")
+        assert post_order(client, 2003).json()["status"] == "accepted"
+    replica = pair.replica_client()
+    try:
+        assert all(has_order(replica, o) for o in (2001, 2002, 2003))
+    finally:
+        replica.close()
+
+
+def test_a_hung_replica_means_503_not_accepted(pair: Pair, make_settings: SettingsFactory) -> None:
+    with gateway(make_settings, pair.primary.url) as client:
+        pair.signal_replica(signal.SIGSTOP)
+        started = time.monotonic()
+        response = post_order(client, 3001)
+        assert time.monotonic() - started < 3
+        assert response.status_code == 503
+
+
+def test_ack_replicas_zero_is_the_operators_choice_to_accept_alone(
+    pair: Pair, make_settings: SettingsFactory
+) -> None:
+    with gateway(make_settings, pair.primary.url, gateway_ack_replicas=0) as client:
+        pair.replica.stop()
+        assert post_order(client, 4001).json()["status"] == "accepted"
+
+
+def test_more_replicas_required_than_the_deployment_has_is_503(
+    pair: Pair, make_settings: SettingsFactory
+) -> None:
+    with gateway(make_settings, pair.primary.url, gateway_ack_replicas=2, gateway_ack_timeout=0.1) as client:
+        assert post_order(client, 5001).status_code == 503
+
+
+def test_a_single_aof_server_waits_for_the_fsync(
+    make_settings: SettingsFactory, redis_url: str, redis_client: redis.Redis
+) -> None:
+    with gateway(make_settings, redis_url) as client:
+        assert post_order(client, 6000).json()["status"] == "accepted"  # the script loaded
+        before = calls(redis_client, "waitaof")
+        assert post_order(client, 6001).json()["status"] == "accepted"
+        assert calls(redis_client, "waitaof") == before + 1
+
+
+def test_one_wait_per_batch_of_claims(redis_url: str, redis_client: redis.Redis) -> None:
+    body = b'{"orderId":"x","conversions":[{"productId":"A","searchLogId":"log_a"}]}'
+
+    async def claim_all() -> list[str]:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client, AckDurability(client, replicas=None, timeout=0.5))
+            await store.claim("shop_b", "B-first", body, "generic")  # the plan learned, the script loaded
+            before = calls(redis_client, "waitaof")
+            claims = await asyncio.gather(
+                *(store.claim("shop_b", f"B-{i}", body, "generic") for i in range(20))
+            )
+            assert calls(redis_client, "waitaof") == before + 1
+            return [c.outcome for c in claims]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(claim_all()) == ["accepted"] * 20
+
+
+def test_claims_wait_again_after_a_script_cache_flush(redis_url: str, redis_client: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client, AckDurability(client, replicas=None, timeout=0.5))
+            assert (await store.claim("shop_f", "F-1", b"{}", "generic")).outcome == "accepted"
+            redis_client.script_flush()  # as after a Redis restart: the script is loaded, the batch run again
+            before = calls(redis_client, "waitaof")
+            assert (await store.claim("shop_f", "F-2", b"{}", "generic")).outcome == "accepted"
+            assert calls(redis_client, "waitaof") == before + 2  # the first wait covered nothing that ran
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_nothing_on_disk_is_503_then_the_gateway_learns_aof_is_off(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    try:
+        with gateway(make_settings, server.url) as client:
+            admin.config_set("appendonly", "no")  # the plan still says WAITAOF: the server refuses it
+            assert post_order(client, 7001).status_code == 503
+            # The refusal makes the next claim re-read the deployment: no AOF, nothing to wait for.
+            assert post_order(client, 7002).json()["status"] == "accepted"
+    finally:
+        admin.close()
+        server.stop()
+
+
+def test_startup_says_what_a_host_crash_can_lose_without_waitaof(
+    make_settings: SettingsFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = EmbeddedRedis(
+        tmp_path / "redis", extra_args=["--rename-command", "WAITAOF", ""]
+    )  # as Redis < 7.2
+    server.start()
+    try:
+        with gateway(make_settings, server.url) as client:
+            assert post_order(client, 8001).json()["status"] == "accepted"
+    finally:
+        server.stop()
+    problems = [
+        r.__dict__.get("problem", "") for r in caplog.records if r.getMessage() == "redis_durability_risk"
+    ]
+    assert any(
+        "crash of the Redis host" in p and "appendfsync everysec: the last second" in p for p in problems
+    )
+    plans = [r.__dict__.get("waits_for") for r in caplog.records if r.getMessage() == "ack_durability"]
+    assert plans == ["the write alone"]
+
+
+def test_startup_says_what_an_acknowledgement_waits_for(
+    pair: Pair, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with gateway(make_settings, pair.primary.url):
+        pass
+    plans = [r.__dict__.get("waits_for") for r in caplog.records if r.getMessage() == "ack_durability"]
+    assert plans == ["1 replica(s) (WAIT) and the AOF fsync (WAITAOF)"]
+    assert not [r for r in caplog.records if r.getMessage() == "redis_durability_risk"]
