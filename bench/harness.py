@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from app.embedded_redis import EmbeddedRedis, free_port
 
@@ -25,14 +26,41 @@ SHOP_ID = "shop_bench"
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(*extra_args: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as data:
-        server = EmbeddedRedis(Path(data))
+        server = EmbeddedRedis(Path(data), extra_args=extra_args)
         server.start()
         try:
             yield server.url
         finally:
             server.stop()
+
+
+@contextlib.contextmanager
+def redis_with_replica() -> Iterator[str]:
+    """A primary (its URL) with one replica in sync, as a Sentinel deployment has."""
+    with tempfile.TemporaryDirectory() as data:
+        primary = EmbeddedRedis(Path(data) / "primary", extra_args=["--repl-diskless-sync-delay", "0"])
+        primary.start()
+        replica = EmbeddedRedis(
+            Path(data) / "replica", extra_args=["--replicaof", "127.0.0.1", str(primary.port)]
+        )
+        try:
+            replica.start()
+            client = redis.Redis.from_url(replica.url)
+            try:
+                for _ in range(200):
+                    if client.info("replication").get("master_link_status") == "up":
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise RuntimeError("the replica did not sync")
+            finally:
+                client.close()
+            yield primary.url
+        finally:
+            replica.stop()
+            primary.stop()
 
 
 @dataclass(frozen=True)
@@ -99,9 +127,15 @@ def gateway_server(redis_url: str, **env: str) -> contextlib.AbstractContextMana
 def load(
     target: Server, path: str, *, connections: int, seconds: float, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run the load generator in its own process (it must not share the server's event loop).
+    """Run the load generator in its own process (it must not share the server's event loop): wrk
+    when it is on PATH, else bench/loadgen.py (with a warning).
 
     Adds ``cpu_us``: the server's CPU time per answered request, in microseconds."""
+    from bench import wrk  # it imports Server from here
+
+    if wrk.available():
+        return wrk.run(target, path, connections=connections, seconds=seconds, headers=headers)
+    wrk.warn_fallback()
     url = target.url + path
     argv = [str(BIN / "python"), "-m", "bench.loadgen", url, "--connections", str(connections)]
     argv += ["--seconds", str(seconds)]
@@ -129,6 +163,7 @@ class Comparison:
     cpu_ratio: float  # baseline's CPU per request / ours: above 1, ours is cheaper
     p99_ms: float
     baseline_p99_ms: float
+    gateway_rps: float
 
 
 def compare(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> Comparison:
@@ -140,6 +175,7 @@ def compare(rounds: list[tuple[dict[str, Any], dict[str, Any]]]) -> Comparison:
         cpu_ratio=mid(0, "cpu_us") / mid(1, "cpu_us"),
         p99_ms=mid(1, "p99_ms"),
         baseline_p99_ms=mid(0, "p99_ms"),
+        gateway_rps=mid(1, "rps"),
     )
 
 

@@ -23,8 +23,10 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,15 +35,19 @@ import orjson
 import redis
 import uvloop
 
+from bench import wrk
 from bench.harness import (
     BENCH_KEY,
     BIN,
     SHOP_ID,
+    Comparison,
     Server,
     baseline_server,
     compare,
     load,
+    median,
     redis_server,
+    redis_with_replica,
     row,
     server,
 )
@@ -49,6 +55,10 @@ from bench.harness import (
 CONNECTIONS = 64
 SECONDS = 4.0
 ROUNDS = 5  # as many as the token benchmark: this machine is shared, and the median steadies
+OPEN_LOOP_SHARE = 0.5  # the open-loop run offers this share of the closed-loop maximum
+OPEN_LOOP_ROUNDS = 3
+DURABILITY_ROUNDS = 3
+WEBHOOK_PATH = "/v1/webhooks/shopify"
 SECRET = secrets.token_hex(16)
 DELIVERY_ORDERS = 3000
 UPSTREAM_LATENCY = 0.05
@@ -185,32 +195,144 @@ def _gateway(redis_url: str, **env: str) -> contextlib.AbstractContextManager[Se
     )
 
 
+_next_order_id = (int(time.time()) % 10**6) * 10**7  # distinct from any earlier run's orders
+
+
+def write_orders(directory: Path, count: int) -> Path:
+    """``count`` new signed orders, one ``signature<TAB>body`` line each (bench/wrk_orders.lua)."""
+    global _next_order_id
+    path = directory / f"orders-{_next_order_id}.tsv"
+    key = SECRET.encode()
+    with path.open("w") as out:
+        for order_id in range(_next_order_id, _next_order_id + count):
+            body = TEMPLATE.replace("{order_id}", str(order_id))
+            signature = base64.b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()).decode()
+            out.write(f"{signature}\t{body}\n")
+    _next_order_id += count
+    return path
+
+
+def wrk_post(
+    gateway: Server, redis_url: str, *, expected_rps: float, rate: float | None = None
+) -> dict[str, Any]:
+    """One wrk run of new signed orders; checks that every answer was 2xx and every order accepted
+    (the queue grew by at least the answers counted: the gateway runs without a worker)."""
+    offered = rate if rate is not None else max(expected_rps, 2000.0) * 1.5
+    from app.store.conversions import pending_key
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            orders = write_orders(Path(directory), int(offered * SECONDS) + 4 * CONNECTIONS)
+            before = int(client.zcard(pending_key(SHOP_ID)))
+            result = wrk.run(
+                gateway, WEBHOOK_PATH, connections=CONNECTIONS, seconds=SECONDS, orders=orders, rate=rate
+            )
+            accepted = int(client.zcard(pending_key(SHOP_ID))) - before
+    finally:
+        client.close()
+    assert result["wrapped"] == 0, "the run ran out of pre-signed orders"
+    assert set(result["statuses"]) == {"2xx/3xx"}, result["statuses"]
+    assert accepted >= result["requests"], (accepted, result["requests"])
+    return result
+
+
+Poster = Callable[[Server, str, float], dict[str, Any]]
+
+
+def _poster() -> Poster:
+    if wrk.available():
+        return lambda gateway, redis_url, expected: wrk_post(gateway, redis_url, expected_rps=expected)
+
+    wrk.warn_fallback()
+
+    def python_post(gateway: Server, _: str, __: float) -> dict[str, Any]:
+        result = post_load(gateway, WEBHOOK_PATH, connections=CONNECTIONS, seconds=SECONDS)
+        assert set(result["statuses"]) == {"200"}, result["statuses"]
+        assert set(result["outcomes"]) == {"accepted"}, result["outcomes"]
+        return result
+
+    return python_post
+
+
+def _rounds(base: Server, gateway: Server, redis_url: str, rounds: int, label: str) -> Comparison:
+    post = _poster()
+    load(base, "/", connections=CONNECTIONS, seconds=1)  # warm-up
+    post(gateway, redis_url, 2000.0)
+    pairs = []
+    for i in range(rounds):
+        b = load(base, "/", connections=CONNECTIONS, seconds=SECONDS)
+        g = post(gateway, redis_url, b["rps"])
+        print(row(f"round {i + 1} baseline", b))
+        print(row(f"round {i + 1} {label}", g))
+        pairs.append((b, g))
+    return compare(pairs)
+
+
 def intake(baseline: contextlib.AbstractContextManager[Server] | None = None) -> dict[str, float]:
-    """Signed Shopify webhooks, one gateway process, against ``baseline`` (default: bare FastAPI)."""
+    """Signed Shopify webhooks, one gateway process, against ``baseline`` (default: bare FastAPI):
+    closed loop, then open loop at a fixed offered rate."""
+    generator = "wrk" if wrk.available() else "the Python load generator"
     print(
-        f"shopify webhook intake vs bare FastAPI: {CONNECTIONS} connections, "
-        f"{ROUNDS} rounds of {SECONDS:.0f}s"
+        f"shopify webhook intake vs bare FastAPI: {generator}, {CONNECTIONS} connections, "
+        f"{ROUNDS} rounds of {SECONDS:.0f}s; every request a new order signed before the run"
     )
+    figures: dict[str, float] = {}
     with redis_server() as redis_url, baseline or baseline_server() as base, _gateway(redis_url) as gateway:
-        load(base, "/", connections=CONNECTIONS, seconds=1)  # warm-up
-        post_load(gateway, "/v1/webhooks/shopify", connections=CONNECTIONS, seconds=1)
-        rounds = []
-        for i in range(ROUNDS):
-            b = load(base, "/", connections=CONNECTIONS, seconds=SECONDS)
-            g = post_load(gateway, "/v1/webhooks/shopify", connections=CONNECTIONS, seconds=SECONDS)
-            assert set(g["statuses"]) == {"200"}, g["statuses"]
-            assert set(g["outcomes"]) == {"accepted"}, g["outcomes"]
-            print(row(f"round {i + 1} baseline", b))
-            print(row(f"round {i + 1} shopify webhook", g))
-            rounds.append((b, g))
-    c = compare(rounds)
-    print(f"  => throughput webhook / baseline = {c.throughput_ratio:.2f}x  (target >= 0.5)")
-    print(f"  => CPU per request, baseline / webhook = {c.cpu_ratio:.2f}x")
+        c = _rounds(base, gateway, redis_url, ROUNDS, "shopify webhook")
+        print(f"  => throughput webhook / baseline = {c.throughput_ratio:.2f}x  (target >= 0.5)")
+        print(f"  => CPU per request, baseline / webhook = {c.cpu_ratio:.2f}x")
+        print(
+            f"  => webhook p99 {c.p99_ms:.1f} ms at {CONNECTIONS} connections, closed loop "
+            f"(target <= 25 ms); baseline p99 {c.baseline_p99_ms:.1f} ms"
+        )
+        figures |= {
+            "intake_ratio": c.throughput_ratio,
+            "intake_cpu_ratio": c.cpu_ratio,
+            "intake_p99_ms": c.p99_ms,
+        }
+        if wrk.available():
+            figures |= _open_loop(gateway, redis_url, c.gateway_rps)
+    return figures
+
+
+def _open_loop(gateway: Server, redis_url: str, max_rps: float) -> dict[str, float]:
+    rate = OPEN_LOOP_SHARE * max_rps
     print(
-        f"  => webhook p99 {c.p99_ms:.1f} ms at {CONNECTIONS} connections  (target <= 25 ms); "
-        f"baseline p99 {c.baseline_p99_ms:.1f} ms"
+        f"  open loop: {rate:.0f} webhooks/s offered ({OPEN_LOOP_SHARE:.0%} of the closed-loop median), "
+        f"{CONNECTIONS} connections, {OPEN_LOOP_ROUNDS} rounds (wrk, paced by bench/wrk_pace.lua)"
     )
-    return {"intake_ratio": c.throughput_ratio, "intake_cpu_ratio": c.cpu_ratio, "intake_p99_ms": c.p99_ms}
+    results = []
+    for i in range(OPEN_LOOP_ROUNDS):
+        r = wrk_post(gateway, redis_url, expected_rps=rate, rate=rate)
+        print(f"{row(f'round {i + 1} open loop', r)}  late {r['late']}")
+        results.append(r)
+    p99 = median([r["p99_ms"] for r in results])
+    achieved = median([r["rps"] for r in results])
+    print(f"  => webhook p99 {p99:.1f} ms at {achieved:.0f} webhooks/s offered open-loop")
+    return {"open_loop_rate": achieved, "open_loop_p99_ms": p99}
+
+
+def durability_cost() -> dict[str, float]:
+    """What acknowledgement = durability costs: intake against the hello-world with nothing to wait for
+    (AOF off), with the AOF fsync (WAITAOF) and with a replica as well (WAIT)."""
+    print(
+        f"acknowledgement = durability: intake vs bare FastAPI, {DURABILITY_ROUNDS} rounds each, "
+        f"embedded Valkey (hz 100, appendfsync everysec)"
+    )
+    setups: list[tuple[str, Callable[[], contextlib.AbstractContextManager[str]]]] = [
+        ("nothing to wait for (AOF off)", lambda: redis_server("--appendonly", "no")),
+        ("WAITAOF (one AOF server)", redis_server),
+        ("WAITAOF + WAIT 1 (with a replica)", redis_with_replica),
+    ]
+    figures: dict[str, float] = {}
+    with baseline_server() as base:
+        for name, setup in setups:
+            with setup() as redis_url, _gateway(redis_url) as gateway:
+                c = _rounds(base, gateway, redis_url, DURABILITY_ROUNDS, "webhook")
+            print(f"  => {name}: {c.throughput_ratio:.2f}x the baseline, p99 {c.p99_ms:.1f} ms")
+            figures[f"durability_ratio[{name}]"] = c.throughput_ratio
+    return figures
 
 
 @contextlib.contextmanager
@@ -294,7 +416,7 @@ def delivery() -> dict[str, float]:
 
 
 def main(baseline: contextlib.AbstractContextManager[Server] | None = None) -> dict[str, float]:
-    return intake(baseline) | delivery()
+    return intake(baseline) | durability_cost() | delivery()
 
 
 def _cli() -> None:
