@@ -149,6 +149,11 @@ def load(
     return result
 
 
+def only_successes(result: dict[str, Any]) -> bool:
+    """Every answer a success (bench/loadgen.py counts each status; wrk only those of 400 and above)."""
+    return bool(result["requests"]) and set(result["statuses"]) <= {"200", "2xx/3xx"}
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
