@@ -349,7 +349,9 @@ class _GroupCommit:
     Each caller still awaits its own script's answer, so nothing about atomicity changes; under load,
     one round trip carries many webhooks, which is most of the intake's cost. With ``durability``, the
     batch is acknowledged only once its writes are on the replicas and the disk the deployment has
-    (app/store/durability.py): one wait per batch, not per webhook.
+    (app/store/durability.py): one wait per batch, not per webhook. While a batch waits, the next one
+    gathers and goes when the wait is over, so that one wait covers whatever arrived meanwhile (it would
+    have waited for the same fsync or replica acknowledgement); without a wait to pay, batches go at once.
     """
 
     def __init__(
@@ -360,6 +362,7 @@ class _GroupCommit:
         self._durability = durability
         self._pending: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self._running: set[asyncio.Task[None]] = set()
+        self._waiting = False  # a batch is out waiting for durability: the next one gathers meanwhile
 
     async def call(self, keys: list[str], args: list[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -369,27 +372,31 @@ class _GroupCommit:
         return await future
 
     def _flush(self) -> None:
+        if self._waiting or not self._pending:
+            return  # the waiting batch's end flushes what gathered
         batch, self._pending = self._pending, []
-        task = asyncio.create_task(self._run(batch))
+        self._waiting = holds = self._durability is not None and self._durability.waits
+        task = asyncio.create_task(self._run(batch, holds))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def _execute(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
         """The batch's results (an exception in place of a failed script's)."""
         plan = await self._durability.plan() if self._durability else None
-        if len(batch) == 1 and not (plan and plan.waits):
+        durability = self._durability if plan and plan.waits else None
+        if len(batch) == 1 and durability is None:
             keys, args, _ = batch[0]
             return [await self._script(keys=keys, args=args)]
         async with self._client.pipeline(transaction=False) as pipe:
             # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS per execute.
             for keys, args, _ in batch:
                 pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-            if self._durability and plan and plan.waits:
+            if durability and plan:
                 # In the same pipeline: WAIT and WAITAOF cover the writes of their own connection only.
-                self._durability.add_wait(pipe, plan)
+                durability.add_wait(pipe, plan)
             results = await pipe.execute(raise_on_error=False)
-        if self._durability and plan and plan.waits:
-            self._durability.check_wait(plan, results[len(batch) :])
+        if durability and plan:
+            durability.check_wait(plan, results[len(batch) :])
         results = results[: len(batch)]
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:  # Redis restarted or flushed its scripts: load it, run those again (and wait again)
@@ -399,7 +406,7 @@ class _GroupCommit:
                 results[i] = result
         return results
 
-    async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+    async def _run(self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]], holds: bool) -> None:
         try:
             results = await self._execute(batch)
         except asyncio.CancelledError:
@@ -411,6 +418,10 @@ class _GroupCommit:
                 if not future.done():
                     future.set_exception(exc)
             return
+        finally:
+            if holds:
+                self._waiting = False
+                self._flush()
         for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

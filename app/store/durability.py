@@ -135,6 +135,11 @@ class AckDurability:
         self._checked_at = time.monotonic()
         return deployment
 
+    @property
+    def waits(self) -> bool:
+        """Whether claims wait for something, as far as known (nothing is known before the first plan)."""
+        return self._plan is not None and self._plan.waits
+
     async def plan(self) -> AckPlan:
         """The current plan: learned on first use (a failure there fails the claims: the gateway may not
         acknowledge before it knows what to wait for), refreshed when older than REFRESH_SECONDS (a failed
