@@ -58,7 +58,7 @@ SECONDS = 4.0
 ROUNDS = 5  # as many as the token benchmark: this machine is shared, and the median steadies
 OPEN_LOOP_SHARE = 0.5  # the open-loop run offers this share of the closed-loop maximum
 OPEN_LOOP_ROUNDS = 3
-DURABILITY_ROUNDS = 3
+DURABILITY_ROUNDS = 5
 WEBHOOK_PATH = "/v1/webhooks/shopify"
 SECRET = secrets.token_hex(16)
 DELIVERY_ORDERS = 3000
@@ -316,26 +316,43 @@ def _open_loop(gateway: Server, redis_url: str, max_rps: float) -> dict[str, flo
 
 def durability_cost() -> dict[str, float]:
     """What acknowledgement = durability costs: intake against the hello-world with nothing to wait for
-    (AOF off), with the AOF fsync (WAITAOF) and with a replica as well (WAIT)."""
-    print(
-        f"acknowledgement = durability: intake vs bare FastAPI, {DURABILITY_ROUNDS} rounds each, "
-        f"embedded Valkey (hz 100, appendfsync everysec)"
-    )
+    (AOF off), with the AOF fsync (WAITAOF) and with a replica as well (WAIT). The three gateways run
+    side by side and each round measures them all, so that the machine's load hits each alike."""
     setups: list[tuple[str, Callable[[], contextlib.AbstractContextManager[str]]]] = [
         ("nothing to wait for (AOF off)", lambda: redis_server("--appendonly", "no")),
         ("WAITAOF (one AOF server)", redis_server),
         ("WAITAOF + WAIT 1 (with a replica)", redis_with_replica),
     ]
-    figures: dict[str, float] = {}
-    with baseline_server() as base:
+    print(
+        f"acknowledgement = durability: intake vs bare FastAPI, {DURABILITY_ROUNDS} rounds of "
+        f"{len(setups) + 1} runs, embedded Valkey (hz 100, appendfsync everysec)"
+    )
+    post = _poster()
+    with contextlib.ExitStack() as stack:
+        base = stack.enter_context(baseline_server())
+        targets = []
         for name, setup in setups:
-            with setup() as redis_url, _gateway(redis_url) as gateway:
-                c = _rounds(base, gateway, redis_url, DURABILITY_ROUNDS, "webhook")
-            print(
-                f"  => {name}: {c.gateway_rps:.0f} webhooks/s, {c.throughput_ratio:.2f}x the baseline, "
-                f"CPU per request {c.cpu_ratio:.2f}x the baseline's, p99 {c.p99_ms:.1f} ms"
-            )
-            figures[f"durability_ratio[{name}]"] = c.throughput_ratio
+            redis_url = stack.enter_context(setup())
+            targets.append((name, redis_url, stack.enter_context(_gateway(redis_url))))
+        load(base, "/", connections=CONNECTIONS, seconds=1)  # warm-up
+        for _, redis_url, gateway in targets:
+            post(gateway, redis_url, 2000.0)
+        pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {name: [] for name, _ in setups}
+        for i in range(DURABILITY_ROUNDS):
+            b = load(base, "/", connections=CONNECTIONS, seconds=SECONDS)
+            print(row(f"round {i + 1} baseline", b))
+            for name, redis_url, gateway in targets:
+                g = post(gateway, redis_url, b["rps"])
+                print(row(f"round {i + 1} {name.split(' (')[0]}", g))
+                pairs[name].append((b, g))
+    figures: dict[str, float] = {}
+    for name, rounds in pairs.items():
+        c = compare(rounds)
+        print(
+            f"  => {name}: {c.gateway_rps:.0f} webhooks/s, {c.throughput_ratio:.2f}x the baseline, "
+            f"CPU per request {c.cpu_ratio:.2f}x the baseline's, p99 {c.p99_ms:.1f} ms"
+        )
+        figures[f"durability_ratio[{name}]"] = c.throughput_ratio
     return figures
 
 
