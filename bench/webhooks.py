@@ -218,7 +218,7 @@ def wrk_post(
 ) -> dict[str, Any]:
     """One wrk run of new signed orders; checks that every answer was 2xx and every order accepted
     (the queue grew by at least the answers counted: the gateway runs without a worker)."""
-    offered = rate if rate is not None else max(expected_rps, 2000.0) * 1.5
+    offered = rate if rate is not None else max(expected_rps, 5000.0) * 1.5
     from app.store.conversions import pending_key
 
     client = redis.Redis.from_url(redis_url)
@@ -259,7 +259,7 @@ def _poster() -> Poster:
 def _rounds(base: Server, gateway: Server, redis_url: str, rounds: int, label: str) -> Comparison:
     post = _poster()
     load(base, "/", connections=CONNECTIONS, seconds=1)  # warm-up
-    post(gateway, redis_url, 2000.0)
+    post(gateway, redis_url, 10_000.0)
     pairs = []
     for i in range(rounds):
         b = load(base, "/", connections=CONNECTIONS, seconds=SECONDS)
@@ -336,7 +336,7 @@ def durability_cost() -> dict[str, float]:
             targets.append((name, redis_url, stack.enter_context(_gateway(redis_url))))
         load(base, "/", connections=CONNECTIONS, seconds=1)  # warm-up
         for _, redis_url, gateway in targets:
-            post(gateway, redis_url, 2000.0)
+            post(gateway, redis_url, 10_000.0)
         pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {name: [] for name, _ in setups}
         for i in range(DURABILITY_ROUNDS):
             b = load(base, "/", connections=CONNECTIONS, seconds=SECONDS)
