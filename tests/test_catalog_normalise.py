@@ -10,6 +10,7 @@ import pytest
 
 from app.catalog.mapping import FieldMapping, MappingError, load_mapping
 from app.catalog.normalise import RowError, Rules, categories_of, cut_at_word, html_to_text, normalise
+from app.identifiers import normalise_identifier
 from app.neuroon.models import Product
 
 BASE = {"id": "SKU-1", "title": "Trail shoe", "price": "49.99", "link": "https://shop.example/p/1"}
@@ -135,7 +136,7 @@ def test_google_style_price_with_currency() -> None:
         ({"currency": "euro"}, "currency", "three-letter"),
         ({"id": None}, "externalId", "missing"),
         ({"id": "  "}, "externalId", "missing"),
-        ({"id": "a\x00b"}, "externalId", "control"),
+        ({"id": "\x00\u200b\u00a0"}, "externalId", "blank"),
         ({"title": None}, "name", "missing"),
         ({"title": "<b></b>"}, "name", "blank"),
         ({"link": "/p/1"}, "url", "http(s) URL"),
@@ -157,6 +158,13 @@ def test_malformed_rows_are_reported_with_field_and_reason(
     err = error(**fields)
     assert err.field == field
     assert reason in err.reason
+
+
+@pytest.mark.parametrize("raw", [" SKU-1", "SKU-1\u00a0", "\u200bSKU-1", "SKU-\t1\n", "\ufeffSKU-1"])
+def test_external_ids_take_the_normal_form_conversions_use(raw: str) -> None:
+    # The catalog and the orders must name a product by the same string (app.identifiers).
+    assert product(id=raw).external_id == "SKU-1" == normalise_identifier(raw)
+    assert product(id="\u00e9", parent_id="e\u0301").parent_external_id is None  # NFC: the same id
 
 
 def test_variant_keeps_its_parent_and_self_parent_is_ignored() -> None:

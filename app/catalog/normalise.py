@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from app.catalog.mapping import CategoryOrder, FieldMapping
+from app.identifiers import normalise_identifier
 from app.neuroon.models import Product
 
 NAME_MAX = 512
@@ -139,11 +140,11 @@ def _text(value: Any, name: str) -> str:
 
 
 def _identifier(value: Any, name: str) -> str:
-    text = _text(value, name)
+    # The normal form conversions use for productId too: a SKU with a stray space or a zero-width
+    # character is the same product in the catalog and in the orders (app.identifiers).
+    text = normalise_identifier(_text(value, name))
     if not text:
         raise Invalid(name, "must not be blank")
-    if any(ord(c) < 32 for c in text):
-        raise Invalid(name, "must not contain control characters")
     return text
 
 
