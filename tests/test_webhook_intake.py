@@ -295,27 +295,6 @@ def test_unconfigured_platform_secret_is_401(
         ({**shopify_order(), "currency": "euro"}, "currency must be an ISO 4217 code"),
         ({**shopify_order(), "id": {"nested": 1}}, "id must be a string or an integer"),
         ({**shopify_order(), "id": True}, "id must be a string or an integer"),
-        (
-            {**shopify_order(), "line_items": [{**shopify_order()["line_items"][0], "quantity": "1"}]},
-            "line_items[0].quantity must be an integer",
-        ),
-        (
-            {**shopify_order(), "line_items": [{**shopify_order()["line_items"][0], "quantity": -3}]},
-            "line_items[0].quantity must be an integer",
-        ),
-        (
-            {**shopify_order(), "line_items": [{**shopify_order()["line_items"][0], "price": None}]},
-            "line_items[0].price must be a decimal amount",
-        ),
-        (
-            {
-                **shopify_order(),
-                "line_items": [
-                    {**shopify_order()["line_items"][0], "discount_allocations": [{"amount": "x"}]}
-                ],
-            },
-            "line_items[0].discount_allocations[0].amount",
-        ),
         ({**shopify_order(), "note_attributes": "x"}, "note_attributes must be a list"),
         ({**shopify_order(), "cart_token": 5}, "cart_token must be a string"),
     ],
@@ -583,10 +562,6 @@ def test_woocommerce_bad_signature_is_401(webhook_client: TestClient) -> None:
     ("payload", "detail"),
     [
         ({**woocommerce_order(), "total": None}, "total must be a decimal amount"),
-        (
-            {**woocommerce_order(), "line_items": [{"quantity": 1, "sku": "A", "total": []}]},
-            "line_items[0].total",
-        ),
         ({**woocommerce_order(), "meta_data": ["x"]}, "meta_data[0] must be a JSON object"),
         ({**woocommerce_order(), "id": None}, "id is required"),
     ],
@@ -665,26 +640,10 @@ def test_generic_shop_id_of_another_shop_is_404(webhook_client: TestClient) -> N
     [
         ({"data": {}}, "type is required"),
         ({"type": "order.paid"}, "data must be a JSON object"),
-        (generic_order(lines=[{"productId": "A", "quantity": 1}]), "data.lines[0].lineTotal"),
-        (generic_order(lines=[{"quantity": 1, "lineTotal": "1"}]), "data.lines[0].productId is required"),
-        (
-            generic_order(lines=[{"productId": "A", "quantity": 1.5, "lineTotal": "1"}]),
-            "data.lines[0].quantity",
-        ),
         (generic_order(clicks={"A": 1}), "data.clicks must map productId"),  # type: ignore[dict-item]
         ({**generic_order(), "data": {**generic_order()["data"], "orderId": ""}}, "data.orderId is required"),
         ({**generic_order(), "data": {**generic_order()["data"], "orderId": "a\nb"}}, "data.orderId must be"),
         ({**generic_order(), "data": {**generic_order()["data"], "orderValue": "1e400"}}, "data.orderValue"),
-        (
-            generic_order(
-                lines=[{"productId": "SKU-001", "quantity": 1, "lineTotal": "1e20", "searchLogId": "l"}]
-            ),
-            "data.lines[0].lineTotal",
-        ),
-        (
-            generic_order(lines=[{"productId": "SKU-001", "quantity": 1, "lineTotal": "0.0000000000000001"}]),
-            "data.lines[0].lineTotal",
-        ),
     ],
 )
 def test_generic_malformed_fields_are_400(webhook_client: TestClient, payload: Any, detail: str) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote_to_bytes
 import httpx
 import pytest
 
-from app.conversions.attribution import to_conversion
+from app.conversions.lines import decide
 from app.conversions.orders import parse_woocommerce
 from app.embedded_redis import free_port
 from tests.webhooks import woocommerce_order
@@ -108,7 +108,7 @@ def gateway_reads(meta: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str,
     payload = woocommerce_order()
     payload["meta_data"] = meta
     order = parse_woocommerce(payload, "order.updated", "sku")
-    conversion = to_conversion(order)
+    conversion = decide(order).conversion
     attributed = {} if conversion is None else {i.product_id: i.search_log_id for i in conversion.conversions}
     return dict(order.clicks[0]), attributed
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -19,11 +19,10 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.errors import GatewayError
-from app.neuroon.models import ConversionItem, ConversionRequest
+from app.identifiers import normalise_identifier
 from app.shops import Shop
 
 if TYPE_CHECKING:
-    from app.conversions.orders import Order
     from app.store.conversions import ConversionStore
     from app.store.deadline import RedisDeadline
 
@@ -94,69 +93,20 @@ def _complete_pairs(text: str) -> Iterator[tuple[str, str]]:
 
 
 def _clean(items: Any) -> dict[str, str]:
+    """Pairs in the normal form of ids (the form order lines are matched in); blank ones dropped."""
     clicks: dict[str, str] = {}
     for key, value in items:
-        if (
-            isinstance(key, str)
-            and isinstance(value, str)
-            and 0 < len(key) <= MAX_KEY_LENGTH
-            and 0 < len(value) <= MAX_KEY_LENGTH
-        ):
-            clicks[key] = value
+        if not (isinstance(key, str) and isinstance(value, str)):
+            continue
+        # Some invisible padding normalises away; much more than that is not an id (and not worth the work).
+        if len(key) > 4 * MAX_KEY_LENGTH or len(value) > 4 * MAX_KEY_LENGTH:
+            continue
+        product_id, search_log_id = normalise_identifier(key), normalise_identifier(value)
+        if 0 < len(product_id) <= MAX_KEY_LENGTH and 0 < len(search_log_id) <= MAX_KEY_LENGTH:
+            clicks[product_id] = search_log_id
             if len(clicks) >= MAX_CLICKS:
                 break
     return clicks
-
-
-def unattributed_products(order: Order) -> list[str]:
-    """productIds of the lines the payload alone does not attribute (clicks posted for the cart may)."""
-    if not order.cart_token:
-        return []
-    return [
-        line.product_id
-        for line in order.lines
-        if line.product_id is not None and _from_payload(order, line.product_id, line.search_log_id) is None
-    ]
-
-
-def _from_payload(order: Order, product_id: str | None, own: str | None) -> str | None:
-    if own:
-        return own
-    if product_id is None:
-        return None
-    for clicks in order.clicks:
-        found = clicks.get(product_id)
-        if found:
-            return found
-    return None
-
-
-def to_conversion(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> ConversionRequest | None:
-    """The conversion to send: attributed lines only, or None when no line is attributable.
-
-    Sources, in order: the line's own searchLogId, the payload's clicks, the order's attributes,
-    then clicks posted to /v1/attribution for the order's cart.
-    """
-    items = []
-    for line in order.lines:
-        search_log_id = _from_payload(order, line.product_id, line.search_log_id)
-        if search_log_id is None and line.product_id is not None:
-            search_log_id = next((c[line.product_id] for c in stored if c.get(line.product_id)), None)
-        if search_log_id is None or line.product_id is None:
-            continue
-        items.append(
-            ConversionItem(
-                product_id=line.product_id,
-                search_log_id=search_log_id,
-                quantity=line.quantity,
-                line_total=line.line_total,
-            )
-        )
-    if not items:
-        return None
-    return ConversionRequest(
-        order_id=order.order_id, order_value=order.order_value, currency=order.currency, conversions=items
-    )
 
 
 # --- POST /v1/attribution -----------------------------------------------------------------

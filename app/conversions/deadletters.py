@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from app.shops import ShopRegistry
 from app.store.conversions import ConversionStore
 
@@ -75,6 +77,8 @@ async def conversion_state(store: ConversionStore, shop_id: str, order_id: str) 
         "platform": record.get("platform"),
         "attempts": int(record.get("attempts", 0)),
         "lastError": record.get("lastError"),
+        # The order's lines left out of the conversion, each with its reason (app.conversions.lines).
+        "skippedLines": orjson.loads(record["skipped"]) if record.get("skipped") else [],
     }
     for name in TIME_FIELDS:
         state[name] = iso(record[name]) if record.get(name) else None

@@ -20,11 +20,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
 from app import metrics
-from app.conversions import orders
-from app.conversions.attribution import to_conversion, unattributed_products
+from app.conversions import lines, orders
 from app.conversions.signatures import InvalidSignature, verify_hmac_base64, verify_standard_webhook
 from app.errors import GatewayError
-from app.neuroon.models import ConversionRequest
 from app.product_identity import product_identity
 from app.settings import Settings, origin_of
 from app.shops import Shop, ShopRegistry
@@ -293,32 +291,32 @@ async def _accept(intake: Intake, platform: Platform, shop: Shop, parse: Any) ->
 
 
 async def _queue(intake: Intake, platform: Platform, shop: Shop, order: orders.Order) -> dict[str, Any]:
-    conversion = _conversion(order)
+    decision = _decide(order)
     claim = await intake.store.claim(
         shop.id,
         order.order_id,
-        orjson.dumps(conversion.to_wire()) if conversion else b"",
+        _body(decision),
         platform,
         cart_token=order.cart_token,
-        unattributed=unattributed_products(order),
+        unattributed=lines.unattributed_products(order),
+        skipped=_skipped(decision),
     )
     if claim.outcome == "needs_clicks":
         assert claim.clicks
-        conversion = _conversion(order, claim.clicks)
-        assert conversion is not None  # the posted clicks attribute at least one line
+        decision = _decide(order, claim.clicks)
+        assert decision.conversion is not None  # the posted clicks attribute at least one line
         claim = await intake.store.claim(
-            shop.id, order.order_id, orjson.dumps(conversion.to_wire()), platform
+            shop.id, order.order_id, _body(decision), platform, skipped=_skipped(decision)
         )
     if claim.outcome == "unattributed":
         if claim.first:
             metrics.conversions.labels(shop.id, "ignored").inc()
-        log.info(
-            "order_ignored", extra={"shop": shop.id, "order_id": order.order_id, "reason": "unattributed"}
-        )
+        reason = decision.reason
+        log.info("order_ignored", extra={"shop": shop.id, "order_id": order.order_id, "reason": reason})
         return _reply(
             platform,
             "ignored",
-            {"status": "ignored", "reason": "no line is attributable to a search", "orderId": order.order_id},
+            {"status": "ignored", "reason": reason, "orderId": order.order_id},
         )
     if claim.outcome == "duplicate":
         return _reply(
@@ -330,13 +328,21 @@ async def _queue(intake: Intake, platform: Platform, shop: Shop, order: orders.O
     return _reply(platform, "accepted", {"status": "accepted", "orderId": order.order_id})
 
 
-def _conversion(order: orders.Order, posted: Mapping[str, str] | None = None) -> ConversionRequest | None:
+def _decide(order: orders.Order, posted: Mapping[str, str] | None = None) -> lines.Decision:
     try:
-        return to_conversion(order, (posted,) if posted else ())
-    except ValidationError as exc:  # e.g. a line total computed past 15 digits
+        return lines.decide(order, (posted,) if posted else ())
+    except ValidationError as exc:  # the order's own fields, past what Neuroon's types hold
         fields = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
         )
         raise GatewayError(
             400, "malformed_payload", f"the order cannot be sent to Neuroon: {fields}"
         ) from None
+
+
+def _body(decision: lines.Decision) -> bytes:
+    return orjson.dumps(decision.conversion.to_wire()) if decision.conversion else b""
+
+
+def _skipped(decision: lines.Decision) -> bytes:
+    return orjson.dumps([s.to_json() for s in decision.skipped]) if decision.skipped else b""

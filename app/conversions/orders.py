@@ -2,14 +2,16 @@
 
 A parser either returns an ``Order`` (a paid order), raises ``Ignored`` (a valid webhook that is
 not a paid order, or a test order) or raises ``Malformed`` naming the field at fault (a 400).
+``Malformed`` is only for an order unusable as a whole (interface.md §3.6): whatever is wrong with
+one line makes that line an ``UnreadableLine``, left out of the conversion, never the order's loss.
 Money is ``Decimal`` from the first parse on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from app.conversions.attribution import ATTRIBUTE_NAMES, parse_clicks
@@ -30,10 +32,22 @@ class Ignored(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OrderLine:
-    product_id: str | None
+    """A line as the platform sent it; ``lines.decide`` says whether it can be sent."""
+
+    index: int  # position in the payload's list of lines
+    product_id: str | None  # as sent (not normalised yet)
     quantity: int
     line_total: Decimal
     search_log_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableLine:
+    """A line the parser could not read (or that is no product sale): left out, with the reason."""
+
+    index: int
+    product_id: str | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +56,7 @@ class Order:
     order_value: Decimal
     currency: str
     lines: tuple[OrderLine, ...]
+    unreadable: tuple[UnreadableLine, ...] = ()
     # productId → searchLogId maps carried by the payload, most authoritative first.
     clicks: tuple[Mapping[str, str], ...] = ()
     cart_token: str | None = None
@@ -108,9 +123,28 @@ def _digits(amount: Decimal) -> int:
 
 
 def _quantity(value: Any, where: str) -> int:
+    # 2.0 is a whole number written by a JSON encoder that only has floats; 1.5 (a quantity plugin
+    # selling by weight) is not: Neuroon's quantity is an integer.
+    if type(value) is float and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
-        raise Malformed(f"{where} must be an integer between 0 and 1000000")
+        raise Malformed(f"{where} must be a whole number between 0 and 1000000, not {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, cut short: line fields are the sender's data, of any size."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _line_identifier(value: Any, where: str) -> str | None:
+    """A line's id as text, not yet normalised (``lines`` decides if it is usable); None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Malformed(f"{where} must be a string or an integer")
+    return str(value)
 
 
 def _currency(value: Any, where: str) -> str:
@@ -141,11 +175,54 @@ def _attribute_clicks(entries: Any, where: str, name_key: str, value_key: str) -
     return clicks
 
 
+# --- lines ---------------------------------------------------------------------------------
+
+MAX_SHOWN_ID = 256  # a product id as recorded for a left-out line (the sender's data, of any size)
+
+
+class NotASale(Exception):
+    """A readable line that is no product sale (a gift card): left out, the message is the reason."""
+
+
+def _read_lines(
+    raw_lines: Any,
+    where: str,
+    id_key: str,
+    read: Callable[[int, Mapping[str, Any], str], OrderLine],
+) -> tuple[tuple[OrderLine, ...], tuple[UnreadableLine, ...]]:
+    """Every line through ``read``; a line it cannot read is left out with the reason, never a 400."""
+    lines: list[OrderLine] = []
+    unreadable: list[UnreadableLine] = []
+    for i, raw in enumerate(_list(raw_lines, where)):
+        at = f"{where}[{i}]"
+        try:
+            line = read(i, _obj(raw, at), at)
+        except (Malformed, NotASale) as exc:
+            unreadable.append(UnreadableLine(i, _shown_id(raw, id_key), str(exc)))
+            continue
+        if line.quantity == 0:  # removed by an order edit, or a free placeholder: nothing was sold
+            unreadable.append(UnreadableLine(i, line.product_id, "quantity is 0"))
+        else:
+            lines.append(line)
+    return tuple(lines), tuple(unreadable)
+
+
+def _shown_id(raw: Any, id_key: str) -> str | None:
+    value = raw.get(id_key) if isinstance(raw, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value)
+    return text if len(text) <= MAX_SHOWN_ID else text[: MAX_SHOWN_ID - 3] + "..."
+
+
 # --- Shopify ------------------------------------------------------------------------------
 
 SHOPIFY_PAID_TOPICS = frozenset({"orders/paid"})
 SHOPIFY_CREATED_TOPICS = frozenset({"orders/create"})
 _SHOPIFY_ID_FIELD = {"sku": "sku", "product_id": "product_id", "variant_id": "variant_id"}
+# Refunded or voided before the webhook reached us: whatever was paid went back, so no sale.
+# (A refund after the conversion was sent is not ours to report: Neuroon has no call for it.)
+SHOPIFY_UNDONE_STATUSES = frozenset({"refunded", "voided"})
 
 
 def parse_shopify(payload: Any, topic: str | None, product_id_field: ProductIdField) -> Order:
@@ -160,11 +237,15 @@ def parse_shopify(payload: Any, topic: str | None, product_id_field: ProductIdFi
             raise Ignored(f"orders/create with financial_status {financial_status!r} is not paid yet")
     elif topic not in SHOPIFY_PAID_TOPICS:
         raise Ignored(f"topic {topic!r} is not a paid-order topic")
-    total = order.get("total_price", order.get("current_total_price"))
-    lines = []
-    for i, raw in enumerate(_list(order.get("line_items"), "line_items")):
-        where = f"line_items[{i}]"
-        item = _obj(raw, where)
+    if isinstance(financial_status, str) and financial_status in SHOPIFY_UNDONE_STATUSES:
+        raise Ignored(f"financial_status {financial_status!r}: the payment was returned, there is no sale")
+    total = _money(order.get("total_price", order.get("current_total_price")), "total_price")
+    key = _SHOPIFY_ID_FIELD[product_id_field]
+
+    def read(i: int, item: Mapping[str, Any], where: str) -> OrderLine:
+        product_id = _line_identifier(item.get(key), f"{where}.{key}")
+        if item.get("gift_card") is True:
+            raise NotASale("a gift card: money held for a later purchase, not a product sale")
         quantity = _quantity(item.get("quantity"), f"{where}.quantity")
         price = _money(item.get("price"), f"{where}.price")
         discounts = Decimal(0)
@@ -175,19 +256,50 @@ def parse_shopify(payload: Any, topic: str | None, product_id_field: ProductIdFi
                 _obj(alloc, f"{where}.discount_allocations[{j}]").get("amount"),
                 f"{where}.discount_allocations[{j}].amount",
             )
-        key = _SHOPIFY_ID_FIELD[product_id_field]
-        product_id = _identifier(item.get(key), f"{where}.{key}", required=False)
-        if quantity > 0:
-            lines.append(OrderLine(product_id, quantity, price * quantity - discounts))
+        return OrderLine(i, product_id, quantity, price * quantity - discounts)
+
+    lines, unreadable = _read_lines(order.get("line_items"), "line_items", key, read)
+    paid = total
+    if financial_status == "partially_paid":
+        paid = _paid_so_far(order, total)
+        lines = tuple(_scaled(line, paid, total) for line in lines)
     return Order(
         order_id=order_id,
-        order_value=_money(total, "total_price"),
+        order_value=paid,
         currency=_currency(order.get("currency"), "currency"),
-        lines=tuple(lines),
+        lines=lines,
+        unreadable=unreadable,
         clicks=(_attribute_clicks(order.get("note_attributes"), "note_attributes", "name", "value"),),
         cart_token=_text(order.get("cart_token"), "cart_token"),
         test=order.get("test") is True,
     )
+
+
+def _paid_so_far(order: Mapping[str, Any], total: Decimal) -> Decimal:
+    """What a partially paid order has received: the conversion reports the money paid at payment
+    time, as analytics tools do, not what the shopper still owes (and may never pay)."""
+    outstanding = order.get("total_outstanding")
+    if outstanding is None:
+        # Without it the paid share is unknown: ignoring this webhook leaves the order to the one
+        # Shopify sends once it is paid in full, rather than reporting money never received.
+        raise Ignored(
+            "financial_status 'partially_paid' without total_outstanding: the paid amount is unknown"
+        )
+    owed = _money(outstanding, "total_outstanding")
+    if not Decimal(0) <= owed <= total:
+        raise Malformed("total_outstanding must be between 0 and total_price")
+    if owed == total:
+        raise Ignored("financial_status 'partially_paid' with nothing paid yet")
+    return total - owed
+
+
+def _scaled(line: OrderLine, paid: Decimal, total: Decimal) -> OrderLine:
+    """The line's share of what was paid, to the cent (to the places of its own amount)."""
+    exponent = line.line_total.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite amount (_money)
+    places = Decimal(1).scaleb(min(exponent, -2))
+    share = (line.line_total * paid / total).quantize(places, rounding=ROUND_HALF_EVEN)
+    return replace(line, line_total=share)
 
 
 # --- WooCommerce --------------------------------------------------------------------------
@@ -207,26 +319,30 @@ def parse_woocommerce(payload: Any, topic: str | None, product_id_field: Product
     status = order.get("status")
     if not isinstance(status, str) or status not in WOOCOMMERCE_PAID_STATUSES:
         raise Ignored(f"order status {status!r} is not a paid status")
-    lines = []
-    for i, raw in enumerate(_list(order.get("line_items"), "line_items")):
-        where = f"line_items[{i}]"
-        item = _obj(raw, where)
-        quantity = _quantity(item.get("quantity"), f"{where}.quantity")
+    total = _money(order.get("total"), "total")
+
+    def key_of(item: Mapping[str, Any]) -> str:
         if product_id_field == "variant_id":
             # Simple products have variation_id 0: their product id is the variant.
             variation = item.get("variation_id")
-            key = "variation_id" if variation not in (None, 0, "0", "") else "product_id"
-        else:
-            key = product_id_field
-        product_id = _identifier(item.get(key), f"{where}.{key}", required=False)
+            return "variation_id" if variation not in (None, 0, "0", "") else "product_id"
+        return product_id_field
+
+    def read(i: int, item: Mapping[str, Any], where: str) -> OrderLine:
+        key = key_of(item)
+        product_id = _line_identifier(item.get(key), f"{where}.{key}")
+        quantity = _quantity(item.get("quantity"), f"{where}.quantity")
         line_total = _money(item.get("total"), f"{where}.total")  # after discounts, before tax
-        if quantity > 0:
-            lines.append(OrderLine(product_id, quantity, line_total))
+        return OrderLine(i, product_id, quantity, line_total)
+
+    id_key = "sku" if product_id_field == "sku" else "product_id"
+    lines, unreadable = _read_lines(order.get("line_items"), "line_items", id_key, read)
     return Order(
         order_id=order_id,
-        order_value=_money(order.get("total"), "total"),
+        order_value=total,
         currency=_currency(order.get("currency"), "currency"),
-        lines=tuple(lines),
+        lines=lines,
+        unreadable=unreadable,
         clicks=(_attribute_clicks(order.get("meta_data"), "meta_data", "key", "value"),),
         cart_token=_text(order.get("cart_hash"), "cart_hash"),
     )
@@ -249,16 +365,16 @@ def parse_generic(payload: Any) -> tuple[str | None, Order]:
         raise Ignored(f"type {event_type!r} is not {GENERIC_PAID_TYPE!r}")
     order_id = _identifier(data.get("orderId"), "data.orderId")
     assert order_id is not None
-    lines = []
-    for i, raw in enumerate(_list(data.get("lines"), "data.lines")):
-        where = f"data.lines[{i}]"
-        item = _obj(raw, where)
+    order_value = _money(data.get("orderValue"), "data.orderValue")
+
+    def read(i: int, item: Mapping[str, Any], where: str) -> OrderLine:
+        product_id = _line_identifier(item.get("productId"), f"{where}.productId")
         quantity = _quantity(item.get("quantity"), f"{where}.quantity")
-        product_id = _identifier(item.get("productId"), f"{where}.productId")
         line_total = _money(item.get("lineTotal"), f"{where}.lineTotal")
-        search_log_id = _identifier(item.get("searchLogId"), f"{where}.searchLogId", required=False)
-        if quantity > 0:
-            lines.append(OrderLine(product_id, quantity, line_total, search_log_id))
+        search_log_id = _line_identifier(item.get("searchLogId"), f"{where}.searchLogId")
+        return OrderLine(i, product_id, quantity, line_total, search_log_id)
+
+    lines, unreadable = _read_lines(data.get("lines"), "data.lines", "productId", read)
     clicks_raw = data.get("clicks")
     if clicks_raw is not None:
         clicks_obj = _obj(clicks_raw, "data.clicks")
@@ -266,9 +382,10 @@ def parse_generic(payload: Any) -> tuple[str | None, Order]:
             raise Malformed("data.clicks must map productId to a searchLogId string")
     order = Order(
         order_id=order_id,
-        order_value=_money(data.get("orderValue"), "data.orderValue"),
+        order_value=order_value,
         currency=_currency(data.get("currency"), "data.currency"),
-        lines=tuple(lines),
+        lines=lines,
+        unreadable=unreadable,
         clicks=(parse_clicks(clicks_raw),) if clicks_raw is not None else (),
         cart_token=_text(data.get("cartToken"), "data.cartToken"),
     )

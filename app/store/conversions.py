@@ -4,7 +4,8 @@ which share the ``{shopId}`` hash tag (so this works on Redis Cluster).
 
 Per shop (``<p>`` = ``ngw:v1:conv:{shopId}``):
 
-- ``<p>:order:<orderId>`` hash: the order's record (state, body, attempts, last error, times).
+- ``<p>:order:<orderId>`` hash: the order's record (state, body, attempts, last error, times, the
+  lines left out of the conversion).
   Its existence is the dedupe claim. No TTL while the order is pending or dead-lettered (it must
   not be lost); ``retention`` once delivered or dropped (then it only answers "duplicate").
 - ``<p>:stream`` stream, consumer group ``workers``: orders ready for delivery. An entry is
@@ -117,10 +118,11 @@ if redis.call('HGET', KEYS[5], 'orderId') == ARGV[2] then redis.call('DEL', KEYS
 )
 
 # KEYS: order, stream, pending, ignored[, attribution]. ARGV: orderId, body, platform, ignored TTL,
-# claim id, then the productIds the payload left unattributed. The dedupe claim and the enqueue are
-# this one step: an order is queued at most once. Before queueing, clicks posted for the cart are
-# looked up for the unattributed lines; when some are found nothing is written and they are returned,
-# so that the caller completes the conversion and claims again (a second trip only in that case).
+# claim id, skipped lines (JSON, or ''), then the productIds the payload left unattributed. The
+# dedupe claim and the enqueue are this one step: an order is queued at most once. Before queueing,
+# clicks posted for the cart are looked up for the unattributed lines; when some are found nothing
+# is written and they are returned, so that the caller completes the conversion and claims again
+# (a second trip only in that case).
 # The claim id makes the step safe to repeat: when a connection drops after Redis ran it, redis-py
 # sends it again, and the same claim must answer as it did (accepted, first), not "duplicate".
 _CLAIM = (
@@ -131,12 +133,12 @@ if state then
   if redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then return {1, 'accepted'} end
   return {0, state}
 end
-if KEYS[5] and #ARGV > 5 then
+if KEYS[5] and #ARGV > 6 then
   local found = {}
-  local values = redis.call('HMGET', KEYS[5], unpack(ARGV, 6))
+  local values = redis.call('HMGET', KEYS[5], unpack(ARGV, 7))
   for i, v in ipairs(values) do
     if v then
-      table.insert(found, ARGV[5 + i])
+      table.insert(found, ARGV[6 + i])
       table.insert(found, v)
     end
   end
@@ -149,6 +151,7 @@ if ARGV[2] == '' then
 end
 redis.call('HSET', KEYS[1], 'state', 'accepted', 'body', ARGV[2], 'platform', ARGV[3],
   'acceptedAt', now, 'attempts', 0, 'round', 0, 'claim', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'skipped', ARGV[6]) end
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
 return {1, 'accepted'}
@@ -464,13 +467,15 @@ class ConversionStore:
         cart_token: str | None = None,
         unattributed: Sequence[str] = (),
         claim_id: str | None = None,
+        skipped: bytes = b"",
     ) -> Claim:
         """Claim the order and queue its conversion ``body``, atomically, unless it was claimed before.
 
         With a ``cart_token`` and ``unattributed`` productIds, clicks posted for the cart are looked
         up first: if any is found, nothing is written and they come back (``needs_clicks``). An empty
         ``body`` means nothing is attributable: the answer is ``unattributed``, ``first`` the first
-        time for this order (so that it is counted once).
+        time for this order (so that it is counted once). ``skipped`` (JSON) lists the lines left out
+        of the conversion, kept in the order's record.
         """
         keys = [
             order_key(shop_id, order_id),
@@ -481,7 +486,7 @@ class ConversionStore:
         # Names this claim: a repeat of it (redis-py's retry after a dropped connection) is answered
         # as the first time. Callers pass one only to repeat a claim on purpose.
         claim_id = claim_id or secrets.token_hex(8)
-        args: list[str | bytes | int] = [order_id, body, platform, IGNORED_TTL_SECONDS, claim_id]
+        args: list[str | bytes | int] = [order_id, body, platform, IGNORED_TTL_SECONDS, claim_id, skipped]
         if cart_token and unattributed:
             keys.append(attribution_key(shop_id, cart_token))
             args.extend(unattributed)
