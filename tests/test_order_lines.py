@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from app.conversions.lines import MAX_ID_LENGTH
 from app.identifiers import normalise_identifier
 from app.sandbox import Sandbox
-from tests.conftest import SHOP_ID
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL
 from tests.test_delivery import (  # noqa: F401 - fixtures, used by name
     GatewayFactory,
     delivered,
@@ -407,3 +407,33 @@ def test_a_decomposed_accent_matches_its_composed_click(
 def test_the_identifier_normal_form(raw: str, normal: str) -> None:
     assert normalise_identifier(raw) == normal
     assert normalise_identifier(normal) == normal
+
+
+# --- the sandbox refuses what Neuroon's contract refuses --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"productId": "SKU-1", "searchLogId": " "},
+        {"productId": "SKU-1", "searchLogId": "\u200b"},
+        {"productId": " ", "searchLogId": "log_a"},
+        {"productId": "SKU-1 ", "searchLogId": "log_a"},
+        {"productId": "SKU\t1", "searchLogId": "log_a"},
+        {"productId": "e\u0301", "searchLogId": "log_a"},
+        {"productId": "SKU-1", "searchLogId": "log_a", "quantity": 1.5},
+        {"productId": "SKU-1", "searchLogId": "log_a", "quantity": "2"},
+        {"productId": "SKU-1", "searchLogId": "log_a", "quantity": 0},
+    ],
+)
+def test_the_sandbox_refuses_a_conversion_neuroon_would_refuse(
+    live_sandbox: Sandbox, item: dict[str, Any]
+) -> None:
+    with TestClient(live_sandbox.app) as neuroon:
+        response = neuroon.post(
+            f"/api/plugin/shops/{SHOP_ID}/track/conversion",
+            json={"orderId": "O-1", "orderValue": 1, "currency": "EUR", "conversions": [item]},
+            headers={"X-Shop-API-Key": CANARY_KEY, "Origin": SHOP_URL},
+        )
+    assert response.status_code == 400, response.text
+    assert live_sandbox.conversions(SHOP_ID) == {}

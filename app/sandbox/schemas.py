@@ -3,6 +3,7 @@ mistake in one is caught by the other. Spring's ``@NotBlank`` becomes ``NotBlank
 
 from __future__ import annotations
 
+import unicodedata
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -16,7 +17,28 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _clean_id(value: str) -> str:
+    """An id to be matched against others (a product's externalId, a click the widget issued).
+
+    Stricter than Spring's ``@NotBlank`` (which trims only ASCII): the docs say nothing of such
+    characters, but an id padded with spaces, or carrying a control, zero-width or bidi character,
+    or not in Unicode NFC, never equals the externalId synced or the searchLogId the widget issued,
+    so Neuroon could only drop it as noise or refuse it. Refusing it here proves the gateway never
+    sends one.
+    """
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if value != value.strip():
+        raise ValueError("must not start or end with whitespace")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs") for c in value):
+        raise ValueError("must not contain control or invisible characters")
+    if not unicodedata.is_normalized("NFC", value):
+        raise ValueError("must be in Unicode NFC")
+    return value
+
+
 NotBlank = Annotated[str, AfterValidator(_not_blank)]
+CleanId = Annotated[str, AfterValidator(_clean_id)]
 Amount = Annotated[Decimal, Field(allow_inf_nan=False)]
 
 
@@ -55,9 +77,11 @@ class SyncIn(_Body):
 
 
 class ConversionItemIn(_Body):
-    product_id: NotBlank
-    search_log_id: NotBlank  # @NotBlank on ConversionItem (ShopRequestDTO.java:92): blank is a 400
-    quantity: int | None = None
+    product_id: CleanId
+    search_log_id: CleanId  # @NotBlank on ConversionItem (ShopRequestDTO.java:92): blank is a 400
+    # An int in the DTO. Jackson would coerce 1.5 or "2" (ACCEPT_FLOAT_AS_INT): strict here, so that
+    # a fractional quantity is caught where it is made, not rounded away unseen; a sale has units.
+    quantity: Annotated[int, Field(strict=True, ge=1)] | None = None
     line_total: Amount | None = None
 
 
