@@ -44,11 +44,10 @@ class Decision:
     @property
     def reason(self) -> str:
         """Why nothing is sent (when ``conversion`` is None)."""
-        problems = [s for s in self.skipped if s.reason not in (UNATTRIBUTED, BLANK_CLICK)]
-        if not problems:
-            return "no line is attributable to a search"
-        shown = "; ".join(f"line {s.index}: {s.reason}" for s in problems[:5])
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        if all(s.reason == UNATTRIBUTED for s in self.skipped):
+            return "no line is attributable to a search"  # the everyday case: no search led to it
+        shown = "; ".join(f"line {s.index}: {s.reason}" for s in self.skipped[:5])
+        more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
         return f"no line can be sent to Neuroon: {shown}{more}"
 
 
