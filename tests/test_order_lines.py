@@ -17,9 +17,12 @@ from fastapi.testclient import TestClient
 from app.conversions.lines import MAX_ID_LENGTH
 from app.identifiers import normalise_identifier
 from app.sandbox import Sandbox
+from app.store.conversions import ConversionStore
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL
+from tests.test_dead_letter_cli import run
 from tests.test_delivery import (  # noqa: F401 - fixtures, used by name
     GatewayFactory,
+    admin_headers,
     delivered,
     gateway,
     live_sandbox,
@@ -437,3 +440,33 @@ def test_the_sandbox_refuses_a_conversion_neuroon_would_refuse(
         )
     assert response.status_code == 400, response.text
     assert live_sandbox.conversions(SHOP_ID) == {}
+
+
+# --- orders queued before these rules --------------------------------------------------------------
+
+
+def test_a_dead_letter_queued_with_a_blank_click_id_is_replayed_without_that_line(
+    gateway: GatewayFactory, live_sandbox: Sandbox, redis_url: str
+) -> None:
+    # What an earlier version queued and Neuroon refused: replayed, it must not be refused again.
+    legacy = (
+        b'{"orderId":"OLD-1","orderValue":30.0,"currency":"EUR","conversions":['
+        b'{"productId":"SKU-1","searchLogId":"log_1","quantity":1,"lineTotal":10.0},'
+        b'{"productId":"SKU-2","searchLogId":" ","quantity":1,"lineTotal":20.0},'
+        b'{"productId":" SKU-3\\u00a0","searchLogId":"log_3","quantity":2,"lineTotal":0.5}]}'
+    )
+
+    async def step(store: ConversionStore) -> None:
+        await store.enqueue(SHOP_ID, "OLD-1", legacy, "generic")
+        await store.dead_letter(SHOP_ID, "OLD-1", None, "HTTP 400: searchLogId must not be blank")
+
+    run(redis_url, step)
+    client = gateway()
+    replayed = client.post(f"/v1/admin/dead-letters/{SHOP_ID}:OLD-1/replay", headers=admin_headers())
+    assert replayed.status_code == 200, replayed.text
+    wait_for(lambda: delivered(client, "OLD-1"), "delivery")
+    assert [(c["productId"], c["searchLogId"]) for c in sent(live_sandbox, "OLD-1")["conversions"]] == [
+        ("SKU-1", "log_1"),
+        ("SKU-3", "log_3"),
+    ]
+    assert refused(live_sandbox) == []

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from app.conversions.orders import Order, OrderLine
@@ -129,6 +130,31 @@ def decide(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> Decision:
         order_id=order.order_id, order_value=order.order_value, currency=order.currency, conversions=items
     )
     return Decision(conversion, tuple(skipped))
+
+
+def queued(body: str | bytes) -> ConversionRequest | None:
+    """A queued conversion as it is sent, read again with the rules above: an order queued before
+    one of them existed (a blank click id, a padded SKU) loses only its unusable lines instead of
+    being refused by Neuroon, dead-lettered, and refused again on every replay. None when the body
+    is unreadable or no line of it is left."""
+    try:
+        conversion = ConversionRequest.model_validate(orjson.loads(body))
+    except (orjson.JSONDecodeError, ValidationError):
+        return None
+    items = []
+    for item in conversion.conversions:
+        pid = normalise_identifier(item.product_id)
+        search_log_id = clean_search_log_id(item.search_log_id)
+        if (
+            pid
+            and len(pid) <= MAX_ID_LENGTH
+            and search_log_id
+            and (item.quantity is None or item.quantity > 0)
+        ):
+            items.append(item.model_copy(update={"product_id": pid, "search_log_id": search_log_id}))
+    if not items:
+        return None
+    return conversion.model_copy(update={"conversions": items})
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -25,11 +25,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import orjson
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.conversions import lines
 from app.neuroon.errors import NeuroonRateLimited, NeuroonRejected, NeuroonUnavailable
 from app.neuroon.models import ConversionRequest
 from app.settings import Settings
@@ -220,7 +219,7 @@ class DeliveryWorker:
         round_ = int(record.get("round", "0"))
         conversion = _conversion(record)
         if conversion is None:
-            await self._dead_letter(shop, order_id, entry.entry_id, "stored body is unreadable")
+            await self._dead_letter(shop, order_id, entry.entry_id, UNSENDABLE)
             return
         if attempts > MAX_ATTEMPTS:
             await self._dead_letter(shop, order_id, entry.entry_id, f"gave up after {attempts - 1} attempts")
@@ -313,7 +312,7 @@ class DeliveryWorker:
             return
         conversion = _conversion(record)
         if conversion is None:  # as _deliver would, once resumed; it proves nothing about the key
-            await self._dead_letter(shop, order_id, None, "stored body is unreadable")
+            await self._dead_letter(shop, order_id, None, UNSENDABLE)
             await self._resume(shop)
             return
         try:
@@ -357,11 +356,12 @@ class DeliveryWorker:
         log.warning("delivery_resumed", extra={"shop": shop.id})
 
 
+UNSENDABLE = "stored body is unreadable or has no sendable line"
+
+
 def _conversion(record: dict[str, str]) -> ConversionRequest | None:
-    try:
-        return ConversionRequest.model_validate(orjson.loads(record["body"]))
-    except (KeyError, orjson.JSONDecodeError, ValidationError):
-        return None
+    body = record.get("body")
+    return None if body is None else lines.queued(body)
 
 
 def _reason(exc: Exception) -> str:
