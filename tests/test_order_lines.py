@@ -12,12 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from app.conversions.lines import MAX_ID_LENGTH
 from app.identifiers import normalise_identifier
 from app.sandbox import Sandbox
-from app.store.conversions import ConversionStore
+from app.store.conversions import ConversionStore, ignored_key
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL
 from tests.test_dead_letter_cli import run
 from tests.test_delivery import (  # noqa: F401 - fixtures, used by name
@@ -191,7 +192,17 @@ def test_an_order_whose_every_line_is_unusable_is_ignored_with_the_reasons(gatew
     assert body["status"] == "ignored"
     assert body["reason"].startswith("no line can be sent to Neuroon: line 0: line_items[0].quantity")
     assert "line 1: a gift card" in body["reason"]
-    assert state_of(client, SHOPIFY_ID)["error"] == "not_found"  # nothing queued
+    # Nothing queued; the admin API says why, for the 7 days the order is remembered as ignored.
+    state = state_of(client, SHOPIFY_ID)
+    assert state["state"] == "ignored"
+    assert state["reason"] == body["reason"]
+    assert state["platform"] == "shopify"
+    assert state["ignoredAt"] is not None
+    assert [(s["line"], s["productId"]) for s in state["skippedLines"]] == [
+        (0, "SNOW-GRN-150"),
+        (1, "WAX-01"),
+    ]
+    assert state["attempts"] == 0
 
 
 # --- item 2: a blank click id is never sent --------------------------------------------------------
@@ -245,6 +256,9 @@ def test_blank_values_in_the_clicks_cookie_attribute_nothing(gateway: GatewayFac
         "reason": "no line is attributable to a search",
         "orderId": SHOPIFY_ID,
     }
+    state = state_of(client, SHOPIFY_ID)
+    assert (state["state"], state["reason"]) == ("ignored", "no line is attributable to a search")
+    assert [s["reason"] for s in state["skippedLines"]] == ["no search click recorded for this product"] * 3
 
 
 @pytest.mark.parametrize("product_id", [" ", "\u00a0\u200b", ""])
@@ -470,3 +484,16 @@ def test_a_dead_letter_queued_with_a_blank_click_id_is_replayed_without_that_lin
         ("SKU-3", "log_3"),
     ]
     assert refused(live_sandbox) == []
+
+
+def test_an_order_ignored_by_an_earlier_version_still_answers_ignored(
+    gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    redis_client.set(ignored_key(SHOP_ID, "OLD-2"), "a1b2c3d4e5f6a7b8", ex=60)  # its claim id alone
+    state = state_of(gateway(), "OLD-2")
+    assert (state["state"], state["reason"], state["skippedLines"]) == (
+        "ignored",
+        "no line is attributable to a search",
+        [],
+    )
+    assert state_of(gateway(), "NEVER-SEEN")["error"] == "not_found"

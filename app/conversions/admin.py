@@ -41,7 +41,9 @@ async def get_conversion(
 ) -> dict[str, Any]:
     found = await deadletters.conversion_state(state.conversions, _shop_id(state, shop_id), order_id)
     if found is None:
-        raise GatewayError(404, "not_found", "no accepted order has this orderId")
+        raise GatewayError(
+            404, "not_found", "no order with this orderId was accepted, or ignored in the last 7 days"
+        )
     return found
 
 

@@ -12,10 +12,19 @@ from typing import Any
 
 import orjson
 
+from app.conversions import lines
 from app.shops import ShopRegistry
 from app.store.conversions import ConversionStore
 
-TIME_FIELDS = ("acceptedAt", "lastAttemptAt", "nextAttemptAt", "deliveredAt", "deadLetteredAt", "replayedAt")
+TIME_FIELDS = (
+    "ignoredAt",
+    "acceptedAt",
+    "lastAttemptAt",
+    "nextAttemptAt",
+    "deliveredAt",
+    "deadLetteredAt",
+    "replayedAt",
+)
 
 
 class UnknownId(LookupError):
@@ -69,7 +78,13 @@ def shop_ids(shops: ShopRegistry, shop_id: str | None) -> list[str]:
 async def conversion_state(store: ConversionStore, shop_id: str, order_id: str) -> dict[str, Any] | None:
     record = await store.order(shop_id, order_id)
     if record is None:
-        return None
+        # Not queued: maybe ignored for want of a sendable line (kept 7 days), which an operator
+        # asking "why did this order not reach Neuroon?" wants to see with its reasons.
+        ignored = await store.ignored(shop_id, order_id)
+        if ignored is None:
+            return None
+        record = {"state": "ignored", **ignored}
+    skipped = orjson.loads(record["skipped"]) if record.get("skipped") else []
     state: dict[str, Any] = {
         "shopId": shop_id,
         "orderId": order_id,
@@ -78,8 +93,10 @@ async def conversion_state(store: ConversionStore, shop_id: str, order_id: str) 
         "attempts": int(record.get("attempts", 0)),
         "lastError": record.get("lastError"),
         # The order's lines left out of the conversion, each with its reason (app.conversions.lines).
-        "skippedLines": orjson.loads(record["skipped"]) if record.get("skipped") else [],
+        "skippedLines": skipped,
     }
+    if state["state"] == "ignored":
+        state["reason"] = lines.Decision(None, tuple(lines.SkippedLine.from_json(s) for s in skipped)).reason
     for name in TIME_FIELDS:
         state[name] = iso(record[name]) if record.get(name) else None
     return state

@@ -36,6 +36,10 @@ class SkippedLine:
     def to_json(self) -> dict[str, Any]:
         return {"line": self.index, "productId": self.product_id, "reason": self.reason}
 
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> SkippedLine:
+        return cls(value["line"], value["productId"], value["reason"])
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

@@ -19,7 +19,8 @@ Per shop (``<p>`` = ``ngw:v1:conv:{shopId}``):
 - ``<p>:paused`` hash {orderId, reason, since}: delivery for the shop is paused (Neuroon said
   401/403); orderId is the order a probe retries. No TTL: only a successful probe resumes.
 - ``<p>:probe`` string: one worker at a time probes a paused shop. TTL: the probe interval.
-- ``<p>:ignored:<orderId>``: an order already counted as ignored. TTL: 7 days.
+- ``<p>:ignored:<orderId>`` string ``claim id \n time \n platform \n skipped lines (JSON)``: an order
+  ignored for want of a sendable line, already counted (and what the admin API says of it). TTL: 7 days.
 - ``ngw:v1:attr:{shopId}:<cartToken>`` hash productId → searchLogId. TTL: 7 days.
 
 An order is at any moment in exactly one of: the stream, the delayed set, the dead set, or
@@ -145,8 +146,10 @@ if KEYS[5] and #ARGV > 6 then
   if #found > 0 then return {2, found} end
 end
 if ARGV[2] == '' then
-  redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[4])
-  if redis.call('GET', KEYS[4]) == ARGV[5] then return {3, 1} end
+  local head = ARGV[5] .. '\\n'
+  redis.call('SET', KEYS[4], head .. now .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[6], 'NX', 'EX', ARGV[4])
+  local seen = redis.call('GET', KEYS[4])
+  if string.sub(seen, 1, #head) == head then return {3, 1} end
   return {3, 0}
 end
 redis.call('HSET', KEYS[1], 'state', 'accepted', 'body', ARGV[2], 'platform', ARGV[3],
@@ -640,6 +643,16 @@ class ConversionStore:
         return _text(ids[0]) if ids else None
 
     # --- inspection and dead letters ---------------------------------------------------
+
+    async def ignored(self, shop_id: str, order_id: str) -> dict[str, str] | None:
+        """An order ignored for want of a sendable line: {ignoredAt, platform, skipped}, or None."""
+        raw: Any = await self.redis.get(ignored_key(shop_id, order_id))
+        if raw is None:
+            return None
+        parts = _text(raw).split("\n", 3)
+        if len(parts) < 4:  # written by an earlier version: the claim id alone
+            return {}
+        return {"ignoredAt": parts[1], "platform": parts[2], "skipped": parts[3]}
 
     async def order(self, shop_id: str, order_id: str) -> dict[str, str] | None:
         raw: Any = await self.redis.hgetall(order_key(shop_id, order_id))
