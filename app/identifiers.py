@@ -22,9 +22,11 @@ def normalise_identifier(value: str) -> str:
 
     An empty result means the value was blank. Linear in the length of ``value``.
     """
-    text = unicodedata.normalize("NFC", value)
     # isprintable() is False for every character we remove (and for spaces other than U+0020,
-    # which stay): most ids take this fast path.
+    # which stay), and ASCII is always NFC: most ids take this fast path (webhook intake's hot path).
+    if value.isascii() and value.isprintable():
+        return value.strip()
+    text = unicodedata.normalize("NFC", value)
     if not text.isprintable():
         text = "".join(c for c in text if unicodedata.category(c) not in _REMOVED_CATEGORIES)
     return text.strip()
