@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.conversions.orders import Order, OrderLine
+from app.conversions.orders import Order, OrderLine, shown_id
 from app.identifiers import normalise_identifier
 from app.neuroon.models import ConversionItem, ConversionRequest
 
@@ -109,7 +109,7 @@ def decide(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> Decision:
     for line in order.lines:
         pid, problem = product_id(line)
         if pid is None:
-            skipped.append(SkippedLine(line.index, line.product_id, problem or "no product id"))
+            skipped.append(SkippedLine(line.index, shown_id(line.product_id), problem or "no product id"))
             continue
         search_log_id = _search_log_id(order, line, pid, stored)
         if search_log_id is None:

@@ -201,7 +201,7 @@ def _read_lines(
             unreadable.append(UnreadableLine(i, _shown_id(raw, id_key), str(exc)))
             continue
         if line.quantity == 0:  # removed by an order edit, or a free placeholder: nothing was sold
-            unreadable.append(UnreadableLine(i, line.product_id, "quantity is 0"))
+            unreadable.append(UnreadableLine(i, shown_id(line.product_id), "quantity is 0"))
         else:
             lines.append(line)
     return tuple(lines), tuple(unreadable)
@@ -211,8 +211,14 @@ def _shown_id(raw: Any, id_key: str) -> str | None:
     value = raw.get(id_key) if isinstance(raw, dict) else None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
-    text = str(value)
-    return text if len(text) <= MAX_SHOWN_ID else text[: MAX_SHOWN_ID - 3] + "..."
+    return shown_id(str(value))
+
+
+def shown_id(text: str | None) -> str | None:
+    """A product id as recorded for a line left out: cut short, it is kept in Redis and shown."""
+    if text is None or len(text) <= MAX_SHOWN_ID:
+        return text
+    return text[: MAX_SHOWN_ID - 3] + "..."
 
 
 # --- Shopify ------------------------------------------------------------------------------
