@@ -275,3 +275,50 @@ async def test_answers_out_of_order_do_not_give_back_spent_budget(fake_clock: Fa
     limiter.observe("s", "get_product", limit=3, remaining=1)
     assert await limiter.acquire("s", "get_product") == 60
     assert fake_clock() == start + 60
+
+
+async def test_a_short_retry_after_wins_over_an_exhausted_header_budget(
+    neuroon: NeuroonClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    """Issue 9 item 8: a 429 saying "Retry-After: 2" with X-RateLimit-Remaining: 0 used to hold the key
+    for a whole estimated window (60 s); the server's word is when to try again."""
+    sandbox.script(
+        "track_conversion",
+        Fault(429, retry_after=2, headers={"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0"}),
+    )
+    conversion = ConversionRequest.model_validate(
+        {"orderId": "O", "conversions": [{"productId": "p", "searchLogId": "l"}]}
+    )
+    started = fake_clock()
+    await neuroon.track_conversion(shop, conversion)
+    assert sandbox.statuses() == [429, 200]
+    assert fake_clock() - started == 2
+    # The next call is not held back by the estimated window either.
+    await neuroon.track_conversion(shop, conversion)
+    assert fake_clock() - started == 2
+
+
+async def test_a_short_retry_after_wins_over_our_documented_window(
+    neuroon: NeuroonClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    # Our own log of the documented verify bucket (5 per 5 minutes) says "wait 300 s"; Neuroon says 2.
+    for _ in range(4):
+        await neuroon.verify_domain(shop)
+    sandbox.script("verify", Fault(429, retry_after=2))
+    started = fake_clock()
+    assert (await neuroon.verify_domain(shop)).already_verified
+    assert sandbox.statuses("verify")[-2:] == [429, 409]
+    assert fake_clock() - started == 2
+
+
+async def test_a_503_retry_after_wins_over_an_exhausted_header_budget(
+    neuroon: NeuroonClient, shop: Shop, sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    sandbox.script(
+        "shop_info",
+        Fault(503, retry_after=1, headers={"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0"}),
+    )
+    started = fake_clock()
+    await neuroon.shop_info(shop)
+    assert sandbox.statuses() == [503, 200]
+    assert fake_clock() - started == 1

@@ -384,11 +384,17 @@ class NeuroonClient:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 429:
             asked = retry_after if retry_after is not None else body.retry_after
-            wait = asked if asked is not None else self._backoff(attempt)
-            self.limiter.block(shop.id, operation, wait)
+            if asked is not None:
+                wait = asked
+                self.limiter.retry_after(shop.id, operation, wait)
+            else:
+                wait = self._backoff(attempt)
+                self.limiter.block(shop.id, operation, wait)
             return NeuroonRateLimited(operation, wait), wait
         if status >= 500:
             wait = retry_after if retry_after is not None else self._backoff(attempt)
+            if retry_after is not None:
+                self.limiter.retry_after(shop.id, operation, retry_after)
             return NeuroonUnavailable(operation, f"HTTP {status}: {message}", status=status), wait
         details = [d.replace(key, REDACTED) for d in body.details]
         raise NeuroonRejected(operation, status, message, details)

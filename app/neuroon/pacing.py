@@ -12,7 +12,8 @@ Two sources of truth, the stricter wins:
   over may come from either window, so it does not stand for the new one (read as the new window's, a
   "0" of the old window would hold us for a whole window): that one request we send next finds out.
 
-A 429 blocks the key for its ``Retry-After``. The state is per process: several replicas share Neuroon's
+A ``Retry-After`` (on a 429 or a 503) blocks the key for that long, and no longer: the server's word wins
+over the estimates above. The state is per process: several replicas share Neuroon's
 budget without knowing of each other, and then the header pacing is what keeps them under it.
 """
 
@@ -195,8 +196,23 @@ class UpstreamLimiter:
         bucket.server_remaining = remaining
 
     def block(self, shop_id: str, operation: str, seconds: float) -> None:
-        """Neuroon refused with 429: nothing more for this key until ``Retry-After`` has passed."""
+        """Neuroon refused with 429 without saying for how long: nothing more for this key for
+        ``seconds`` (our backoff), and the budget it reported is spent."""
         bucket = self._bucket(shop_id, operation)
         bucket.blocked_until = max(bucket.blocked_until, self._clock() + seconds)
         if bucket.server_remaining is not None:
             bucket.server_remaining = 0
+
+    def retry_after(self, shop_id: str, operation: str, seconds: float) -> None:
+        """Neuroon answered 429 or 503 with ``Retry-After``: nothing more for this key until it has
+        passed, and then no longer than that. The server's word on when to try again beats every
+        estimate of ours (interface.md §3.3): the window we guessed from X-RateLimit-* headers ends
+        when it says, and our log of sends against the documented limit is forgotten (Neuroon counts
+        its own budget; the header pacing still sends one request to learn the new one)."""
+        bucket = self._bucket(shop_id, operation)
+        now = self._clock()
+        bucket.blocked_until = now + seconds
+        bucket.sent.clear()
+        if bucket.server_remaining is not None:
+            bucket.server_remaining = 0
+            bucket.window_end = now + seconds
