@@ -94,11 +94,11 @@ def test_a_late_outcome_never_reopens_a_delivered_order(redis_url: str, redis_cl
         try:
             store = ConversionStore(client)
             entry, taken = await _taken_over(store, shop, "L-1")
-            await store.mark_delivered(shop, "L-1", taken.entry_id, 3600)
+            await store.mark_delivered(shop, "L-1", taken.entry_id, 3600, 1)
             delivered = await store.order(shop, "L-1")
-            await store.retry_later(shop, "L-1", entry.entry_id, 0, 1, "HTTP 503")
-            await store.pause(shop, "L-1", entry.entry_id, "HTTP 401: invalid key")
-            await store.dead_letter(shop, "L-1", entry.entry_id, "HTTP 400: bad request")
+            await store.retry_later(shop, "L-1", entry.entry_id, 0, 1, "HTTP 503", 1)
+            await store.pause(shop, "L-1", entry.entry_id, "HTTP 401: invalid key", 1)
+            await store.dead_letter(shop, "L-1", entry.entry_id, "HTTP 400: bad request", 1)
             return delivered, await store.order(shop, "L-1")
         finally:
             await client.aclose()
@@ -208,8 +208,8 @@ def test_a_late_delivery_takes_the_order_off_the_dead_letter_list(
         try:
             store = ConversionStore(client)
             entry, taken = await _taken_over(store, shop, "L-2")
-            await store.dead_letter(shop, "L-2", taken.entry_id, "HTTP 400: bad request")
-            await store.mark_delivered(shop, "L-2", entry.entry_id, 3600)
+            await store.dead_letter(shop, "L-2", taken.entry_id, "HTTP 400: bad request", 1)
+            await store.mark_delivered(shop, "L-2", entry.entry_id, 3600, 1)
             return await store.order(shop, "L-2")
         finally:
             await client.aclose()

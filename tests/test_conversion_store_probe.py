@@ -20,7 +20,7 @@ async def _paused_order(store: ConversionStore) -> None:
     await store.ensure_group(SHOP)
     [entry] = await store.read_new(SHOP, "w1", 10, 10)
     assert await store.begin_attempt(entry) is not None
-    assert await store.pause(SHOP, "P-1", entry.entry_id, "HTTP 401: invalid key")
+    assert await store.pause(SHOP, "P-1", entry.entry_id, "HTTP 401: invalid key", 1)
 
 
 def test_a_probe_attempt_counts_and_its_error_is_recorded(redis_url: str, redis_client: redis.Redis) -> None:
@@ -31,13 +31,15 @@ def test_a_probe_attempt_counts_and_its_error_is_recorded(redis_url: str, redis_
             await _paused_order(store)
             record = await store.begin_probe(SHOP, "P-1")
             assert record is not None
-            assert record["attempts"] == "2"
+            assert record["rounds"] == "2"
+            assert record["attempts"] == "1"  # the request of the first round; the probe's is not out yet
             assert record["state"] == "delivering"
             assert record["body"] == BODY.decode()
-            await store.probe_failed(SHOP, "P-1", "HTTP 503: maintenance")
+            await store.probe_failed(SHOP, "P-1", "HTTP 503: maintenance", 1)
             order = await store.order(SHOP, "P-1")
             assert order is not None
             assert order["lastError"] == "HTTP 503: maintenance"
+            assert order["attempts"] == "2"
         finally:
             await client.aclose()
 
@@ -54,10 +56,10 @@ def test_a_probe_of_a_finished_order_changes_nothing(redis_url: str, redis_clien
         try:
             store = ConversionStore(client)
             await _paused_order(store)
-            await store.mark_delivered(SHOP, "P-1", None, 3600)  # by an overlapping probe
+            await store.mark_delivered(SHOP, "P-1", None, 3600, 1)  # by an overlapping probe
             delivered = await store.order(SHOP, "P-1")
             assert await store.begin_probe(SHOP, "P-1") is None
-            await store.probe_failed(SHOP, "P-1", "HTTP 401: invalid key")
+            await store.probe_failed(SHOP, "P-1", "HTTP 401: invalid key", 1)
             assert await store.order(SHOP, "P-1") == delivered
         finally:
             await client.aclose()

@@ -23,7 +23,7 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from app.conversions.worker import HOUSEKEEPING_SECONDS, MAX_ATTEMPTS, READ_BLOCK_MS
+from app.conversions.worker import HOUSEKEEPING_SECONDS, MAX_ROUNDS, READ_BLOCK_MS
 from app.main import create_app
 from app.sandbox import Fault, Sandbox, SandboxShop, create_sandbox
 from app.store.conversions import dead_key, order_key, paused_key, pending_key, stream_key
@@ -177,8 +177,9 @@ def test_503s_then_success_is_delivered_once(gateway: GatewayFactory, live_sandb
     wait_for(lambda: delivered(client, "6200407294252"), "delivery after 503s")
     assert live_sandbox.statuses("track_conversion") == [503, 503, 503, 200]
     state = state_of(client, "6200407294252")
-    assert state["attempts"] == 2
-    assert "503" in state["lastError"]
+    assert state["state"] == "delivered"
+    assert state["attempts"] == 4  # every request sent, the client's immediate retries included
+    assert "503" in state["lastError"]  # kept after the success
     assert len(live_sandbox.conversions(SHOP_ID)) == 1
 
 
@@ -204,7 +205,24 @@ def test_429_then_success_within_the_clients_immediate_retries(
     post_shopify(client, shopify_order(clicks=CLICKS))
     wait_for(lambda: delivered(client, "6200407294252"), "delivery after 429")
     assert live_sandbox.statuses("track_conversion") == [429, 200]
-    assert state_of(client, "6200407294252")["attempts"] == 1
+    state = state_of(client, "6200407294252")
+    assert state["attempts"] == 2
+    assert "rate limited" in state["lastError"]
+
+
+def test_a_503_then_200_in_the_immediate_retry_shows_two_attempts_and_the_503(
+    gateway: GatewayFactory, live_sandbox: Sandbox
+) -> None:
+    """Issue 9 item 9: this used to read ``attempts: 1, lastError: null``; the operator never saw it."""
+    live_sandbox.script("track_conversion", 503, 200)
+    client = gateway(neuroon_retry_attempts=2)
+    post_shopify(client, shopify_order(clicks=CLICKS))
+    wait_for(lambda: delivered(client, "6200407294252"), "delivery after a 503")
+    assert live_sandbox.statuses("track_conversion") == [503, 200]
+    state = state_of(client, "6200407294252")
+    assert state["attempts"] == 2
+    assert state["lastError"] is not None
+    assert "HTTP 503" in state["lastError"]
 
 
 def _ms(iso_time: str) -> int:
@@ -255,7 +273,7 @@ def test_400_is_dead_lettered_at_once_then_replayed(
     assert redis_client.zcard(dead_key(SHOP_ID)) == 0
 
 
-def test_a_replay_starts_afresh_however_many_attempts_came_before(
+def test_a_replay_starts_afresh_however_many_rounds_came_before(
     gateway: GatewayFactory, live_sandbox: Sandbox, redis_client: redis.Redis
 ) -> None:
     # E.g. the order a long pause was probed with (every probe counts), then refused with a 400.
@@ -263,12 +281,14 @@ def test_a_replay_starts_afresh_however_many_attempts_came_before(
     client = gateway()
     post_shopify(client, shopify_order(clicks=CLICKS))
     wait_for(lambda: state_of(client, "6200407294252").get("state") == "dead_lettered", "dead letter")
-    redis_client.hset(order_key(SHOP_ID, "6200407294252"), "attempts", MAX_ATTEMPTS + 20)
+    redis_client.hset(order_key(SHOP_ID, "6200407294252"), "rounds", MAX_ROUNDS + 20)
     replayed = client.post(f"/v1/admin/dead-letters/{SHOP_ID}:6200407294252/replay", headers=admin_headers())
     assert replayed.status_code == 200
     wait_for(lambda: delivered(client, "6200407294252"), "delivery after replay")
     assert live_sandbox.statuses("track_conversion") == [400, 200]  # sent, not given up unsent
-    assert state_of(client, "6200407294252")["attempts"] == 1
+    state = state_of(client, "6200407294252")
+    assert state["attempts"] == 2  # the requests sent: the history survives the replay
+    assert "HTTP 400" in state["lastError"]
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.conversions import lines
+from app.neuroon.client import RequestTally
 from app.neuroon.errors import NeuroonRateLimited, NeuroonRejected, NeuroonUnavailable
 from app.neuroon.models import ConversionRequest
 from app.settings import Settings
@@ -39,9 +40,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# An order whose attempts keep crashing workers (or keep failing for any reason) ends in the
+# An order whose delivery rounds keep crashing workers (or keep failing for any reason) ends in the
 # dead-letter list instead of circulating for ever.
-MAX_ATTEMPTS = 100
+MAX_ROUNDS = 100
 READ_BLOCK_MS = 250
 HOUSEKEEPING_SECONDS = 0.25
 READ_BATCH = 100
@@ -52,7 +53,12 @@ class ConversionSender(Protocol):
     """What the worker needs from the Neuroon client."""
 
     async def track_conversion(
-        self, shop: Shop, conversion: ConversionRequest, *, attempts: int | None = None
+        self,
+        shop: Shop,
+        conversion: ConversionRequest,
+        *,
+        attempts: int | None = None,
+        tally: RequestTally | None = None,
     ) -> None: ...
 
 
@@ -215,25 +221,28 @@ class DeliveryWorker:
         if record is None:
             return  # already delivered or dead-lettered: acknowledged, nothing to send
         order_id = entry.order_id
-        attempts = int(record.get("attempts", "1"))
+        rounds = int(record.get("rounds", "1"))
         round_ = int(record.get("round", "0"))
         conversion = _conversion(record)
         if conversion is None:
             await self._dead_letter(shop, order_id, entry.entry_id, UNSENDABLE)
             return
-        if attempts > MAX_ATTEMPTS:
-            await self._dead_letter(shop, order_id, entry.entry_id, f"gave up after {attempts - 1} attempts")
+        if rounds > MAX_ROUNDS:
+            await self._dead_letter(
+                shop, order_id, entry.entry_id, f"gave up after {rounds - 1} delivery rounds"
+            )
             return
         retry_after: float | None = None
+        tally = RequestTally()
         try:
-            await self.sender.track_conversion(shop, conversion)
+            await self.sender.track_conversion(shop, conversion, tally=tally)
         except NeuroonRejected as exc:
             if exc.is_auth_failure:
                 metrics.delivery_attempts.labels(shop.id, "auth_failure").inc()
-                await self._pause(shop, order_id, entry.entry_id, _reason(exc))
+                await self._pause(shop, order_id, entry.entry_id, _reason(exc), tally.sent)
                 return
             metrics.delivery_attempts.labels(shop.id, "rejected").inc()
-            await self._dead_letter(shop, order_id, entry.entry_id, _reason(exc))
+            await self._dead_letter(shop, order_id, entry.entry_id, _reason(exc), tally.sent)
             return
         except NeuroonRateLimited as exc:
             metrics.delivery_attempts.labels(shop.id, "rate_limited").inc()
@@ -247,23 +256,18 @@ class DeliveryWorker:
             error = f"unexpected error: {type(exc).__name__}"
         else:
             metrics.delivery_attempts.labels(shop.id, "delivered").inc()
-            await self._record(
-                lambda: self.store.mark_delivered(shop.id, order_id, entry.entry_id, self.retention_seconds)
-            )
-            metrics.conversions.labels(shop.id, "delivered").inc()
-            log.info(
-                "conversion_delivered", extra={"shop": shop.id, "order_id": order_id, "attempts": attempts}
-            )
+            await self._delivered(shop, order_id, entry.entry_id, record, tally)
             return
         delay = self.policy.delay(round_, retry_after)
         if delay is None:
+            attempts = int(record.get("attempts", "0")) + tally.sent
             await self._dead_letter(
-                shop, order_id, entry.entry_id, f"gave up after {attempts} attempts: {error}"
+                shop, order_id, entry.entry_id, f"gave up after {attempts} attempts: {error}", tally.sent
             )
             return
         await self._record(
             lambda: self.store.retry_later(
-                shop.id, order_id, entry.entry_id, int(delay * 1000), round_ + 1, error
+                shop.id, order_id, entry.entry_id, int(delay * 1000), round_ + 1, error, tally.sent
             )
         )
         log.warning(
@@ -271,13 +275,30 @@ class DeliveryWorker:
             extra={"shop": shop.id, "order_id": order_id, "delay_seconds": round(delay, 1), "error": error},
         )
 
-    async def _dead_letter(self, shop: Shop, order_id: str, entry_id: str | None, reason: str) -> None:
-        await self._record(lambda: self.store.dead_letter(shop.id, order_id, entry_id, reason))
+    async def _delivered(
+        self, shop: Shop, order_id: str, entry_id: str | None, record: dict[str, str], tally: RequestTally
+    ) -> None:
+        error = _reason(tally.last_error) if tally.last_error else None
+        await self._record(
+            lambda: self.store.mark_delivered(
+                shop.id, order_id, entry_id, self.retention_seconds, tally.sent, error
+            )
+        )
+        metrics.conversions.labels(shop.id, "delivered").inc()
+        attempts = int(record.get("attempts", "0")) + tally.sent
+        log.info("conversion_delivered", extra={"shop": shop.id, "order_id": order_id, "attempts": attempts})
+
+    async def _dead_letter(
+        self, shop: Shop, order_id: str, entry_id: str | None, reason: str, requests: int = 0
+    ) -> None:
+        await self._record(lambda: self.store.dead_letter(shop.id, order_id, entry_id, reason, requests))
         metrics.conversions.labels(shop.id, "dead_lettered").inc()
         log.error("conversion_dead_lettered", extra={"shop": shop.id, "order_id": order_id, "reason": reason})
 
-    async def _pause(self, shop: Shop, order_id: str, entry_id: str | None, reason: str) -> None:
-        newly = await self._record(lambda: self.store.pause(shop.id, order_id, entry_id, reason))
+    async def _pause(
+        self, shop: Shop, order_id: str, entry_id: str | None, reason: str, requests: int
+    ) -> None:
+        newly = await self._record(lambda: self.store.pause(shop.id, order_id, entry_id, reason, requests))
         metrics.delivery_paused.labels(shop.id).set(1)
         if newly:
             log.error("delivery_paused", extra={"shop": shop.id, "reason": reason})
@@ -301,7 +322,7 @@ class DeliveryWorker:
 
         It is an attempt like any other: in the order's record (attempts, last error) and in the
         attempts metric. When it fails the order keeps waiting for the next probe: no step of the retry
-        schedule is spent and MAX_ATTEMPTS does not apply, since a paused shop drops nothing.
+        schedule is spent and MAX_ROUNDS does not apply, since a paused shop drops nothing.
         """
         if not await self.store.acquire_probe(shop.id, self.name, int(self.probe_interval * 1000)):
             return
@@ -315,13 +336,14 @@ class DeliveryWorker:
             await self._dead_letter(shop, order_id, None, UNSENDABLE)
             await self._resume(shop)
             return
+        tally = RequestTally()
         try:
-            await self.sender.track_conversion(shop, conversion, attempts=1)
+            await self.sender.track_conversion(shop, conversion, attempts=1, tally=tally)
         except NeuroonRejected as exc:
             if not exc.is_auth_failure:
                 metrics.delivery_attempts.labels(shop.id, "rejected").inc()
                 # Past authentication: the key works again; this order itself is refused.
-                await self._dead_letter(shop, order_id, None, _reason(exc))
+                await self._dead_letter(shop, order_id, None, _reason(exc), tally.sent)
                 await self._resume(shop)
                 return
             metrics.delivery_attempts.labels(shop.id, "auth_failure").inc()
@@ -338,17 +360,10 @@ class DeliveryWorker:
             error = f"unexpected error: {type(exc).__name__}"
         else:
             metrics.delivery_attempts.labels(shop.id, "delivered").inc()
-            await self._record(
-                lambda: self.store.mark_delivered(shop.id, order_id, None, self.retention_seconds)
-            )
-            metrics.conversions.labels(shop.id, "delivered").inc()
-            log.info(
-                "conversion_delivered",
-                extra={"shop": shop.id, "order_id": order_id, "attempts": int(record.get("attempts", "1"))},
-            )
+            await self._delivered(shop, order_id, None, record, tally)
             await self._resume(shop)
             return
-        await self.store.probe_failed(shop.id, order_id, error)
+        await self.store.probe_failed(shop.id, order_id, error, tally.sent)
 
     async def _resume(self, shop: Shop) -> None:
         await self.store.resume(shop.id)

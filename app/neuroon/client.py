@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -71,6 +72,16 @@ def _int_header(response: httpx.Response, name: str) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+@dataclass(slots=True)
+class RequestTally:
+    """What one call did on the wire: requests sent (every attempt, immediate retries included) and
+    the last one that failed, even when a later one succeeded (interface.md §3.4 ``attempts`` and
+    ``lastError``). Pass one to a call to have it filled in."""
+
+    sent: int = 0
+    last_error: NeuroonError | None = None
 
 
 def default_idempotency_key(shop_id: str, body: bytes) -> str:
@@ -256,11 +267,17 @@ class NeuroonClient:
     # --- conversions --------------------------------------------------------------------------------
 
     async def track_conversion(
-        self, shop: Shop, conversion: ConversionRequest, *, attempts: int | None = None
+        self,
+        shop: Shop,
+        conversion: ConversionRequest,
+        *,
+        attempts: int | None = None,
+        tally: RequestTally | None = None,
     ) -> None:
         """Report a paid order. Neuroon dedupes by orderId, so a resend is harmless.
 
-        ``attempts=1`` makes a single attempt (the delivery worker keeps its own retry schedule).
+        ``attempts=1`` makes a single attempt (the delivery worker keeps its own retry schedule);
+        ``tally`` counts the requests sent and keeps the last failure, for the order's record.
         """
         await self._send(
             Operation.TRACK_CONVERSION,
@@ -269,6 +286,7 @@ class NeuroonClient:
             shop_path(shop.id, "/track/conversion"),
             content=orjson.dumps(conversion.to_wire()),
             attempts=attempts,
+            tally=tally,
         )
 
     # --- the one way out ----------------------------------------------------------------------------
@@ -299,18 +317,26 @@ class NeuroonClient:
         headers: Mapping[str, str] | None = None,
         accept: tuple[int, ...] = (),
         attempts: int | None = None,
+        tally: RequestTally | None = None,
     ) -> httpx.Response:
         """One call: up to ``attempts`` requests; a 2xx (or a status in ``accept``) is returned."""
         total = attempts or self.attempts
+        tally = tally or RequestTally()
         request_headers = self._headers(shop, headers, content is not None)
         for attempt in range(1, total + 1):
             await self._pace(operation, shop)
-            outcome = await self._attempt(
-                operation, shop, method, path, content, params, request_headers, accept, attempt
-            )
+            tally.sent += 1
+            try:
+                outcome = await self._attempt(
+                    operation, shop, method, path, content, params, request_headers, accept, attempt
+                )
+            except NeuroonRejected as rejected:
+                tally.last_error = rejected
+                raise
             if isinstance(outcome, httpx.Response):
                 return outcome
             error, wait = outcome
+            tally.last_error = error
             if attempt == total or wait > self.max_retry_wait:
                 # Waiting less than Neuroon asked would only earn another refusal: hand the wait to the
                 # caller (the delivery worker reschedules; the CLI reports).

@@ -87,6 +87,13 @@ def attribution_key(shop_id: str, cart_token: str) -> str:
     return f"{PREFIX}attr:{{{shop_id}}}:{cart_token}"
 
 
+def _count_requests(argv: int) -> str:
+    """After ``_UNFINISHED``: add ARGV[argv] requests sent to Neuroon to the order's ``attempts``
+    (interface.md §3.4: every request, the client's immediate retries included). A late outcome of
+    an order finished meanwhile changes nothing, as everywhere below."""
+    return f"if unfinished then redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[{argv}]) end\n"
+
+
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 # Acknowledge the stream entry ARGV[1] (if any) and delete it: the stream keeps only live work.
 _ACK_ENTRY = """
@@ -162,7 +169,9 @@ return {1, 'accepted'}
 )
 
 # KEYS: order, stream. ARGV: entry id (or '' for a pause probe, whose order waits in the delayed set).
-# Marks the start of an attempt; returns the record.
+# Marks the start of a delivery round; returns the record. ``rounds`` (not ``attempts``, which counts
+# requests and is added when the round's outcome is recorded) is what gives up on an order whose
+# rounds keep crashing workers: a round that never records an outcome still counts here.
 _BEGIN = (
     _NOW_MS
     + _UNFINISHED
@@ -174,18 +183,22 @@ if not unfinished then
   return false
 end
 redis.call('HSET', KEYS[1], 'state', 'delivering', 'lastAttemptAt', now)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HINCRBY', KEYS[1], 'rounds', 1)
 return redis.call('HGETALL', KEYS[1])
 """
 )
 
 # KEYS: order, stream, pending, delayed, paused, dead. ARGV: entry id (or ''), orderId, retention
-# seconds. Neuroon's 2xx is the last word, even on an order another worker dead-lettered meanwhile
-# (after its lease ran out): it leaves the dead-letter list, which would otherwise offer it for replay.
+# seconds, requests sent, the error of a request that failed before the 2xx ('' if none: the last
+# error of earlier rounds stays, so an operator still sees it). Neuroon's 2xx is the last word, even
+# on an order another worker dead-lettered meanwhile (after its lease ran out): it leaves the
+# dead-letter list, which would otherwise offer it for replay.
 _DELIVERED = (
     _NOW_MS
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[4])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'lastError', ARGV[5]) end
   redis.call('HSET', KEYS[1], 'state', 'delivered', 'deliveredAt', now)
   redis.call('HDEL', KEYS[1], 'body', 'nextAttemptAt')
   redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -198,10 +211,11 @@ return 1
 """
 )
 
-# KEYS: order, stream, delayed. ARGV: entry id (or ''), orderId, delay ms, round, error.
+# KEYS: order, stream, delayed. ARGV: entry id (or ''), orderId, delay ms, round, error, requests sent.
 _RETRY_LATER = (
     _NOW_MS
     + _UNFINISHED
+    + _count_requests(6)
     + """
 if unfinished then
   local due = now + tonumber(ARGV[3])
@@ -216,10 +230,12 @@ return unfinished and 1 or 0
 """
 )
 
-# KEYS: order, stream, pending, delayed, paused, dead. ARGV: entry id (or ''), orderId, reason.
+# KEYS: order, stream, pending, delayed, paused, dead. ARGV: entry id (or ''), orderId, reason,
+# requests sent.
 _DEAD_LETTER = (
     _NOW_MS
     + _UNFINISHED
+    + _count_requests(4)
     + """
 if unfinished then
   redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'lastError', ARGV[3], 'deadLetteredAt', now)
@@ -233,11 +249,12 @@ return 1
 """
 )
 
-# KEYS: order, stream, delayed, paused. ARGV: entry id (or ''), orderId, reason.
+# KEYS: order, stream, delayed, paused. ARGV: entry id (or ''), orderId, reason, requests sent.
 # The order waits in the delayed set (due at once) until a probe resumes the shop.
 _PAUSE = (
     _NOW_MS
     + _UNFINISHED
+    + _count_requests(4)
     + """
 if unfinished then
   redis.call('HSET', KEYS[1], 'state', 'delivering', 'lastError', ARGV[3])
@@ -255,11 +272,12 @@ return 0
 """
 )
 
-# KEYS: order. ARGV: error. A pause probe that did not go through: the order stays where it waits
-# (the delayed set, for the next probe) and only its record changes. Not once it is finished: a slow
-# probe may overlap the next one, which could have delivered it meanwhile.
+# KEYS: order. ARGV: error, requests sent. A pause probe that did not go through: the order stays
+# where it waits (the delayed set, for the next probe) and only its record changes. Not once it is
+# finished: a slow probe may overlap the next one, which could have delivered it meanwhile.
 _PROBE_FAILED = (
     _UNFINISHED
+    + _count_requests(2)
     + """
 if not unfinished then return 0 end
 redis.call('HSET', KEYS[1], 'lastError', ARGV[1])
@@ -282,14 +300,15 @@ return #ids
 )
 
 # KEYS: order, stream, pending, dead. ARGV: orderId. A dead letter back into the stream. It starts
-# afresh, attempts included: the worker gives up on an order past MAX_ATTEMPTS without sending it, and
-# a replay after many attempts (a long pause probes with one order) must still send it.
+# afresh, rounds included: the worker gives up on an order past MAX_ROUNDS without sending it, and a
+# replay after many rounds (a long pause probes with one order) must still send it. ``attempts`` (the
+# requests sent) and ``lastError`` stay: they are the order's history.
 _REPLAY = (
     _NOW_MS
     + """
 if redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'body') == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'accepted', 'round', 0, 'attempts', 0, 'replayedAt', now)
+redis.call('HSET', KEYS[1], 'state', 'accepted', 'round', 0, 'rounds', 0, 'replayedAt', now)
 redis.call('HDEL', KEYS[1], 'deadLetteredAt', 'nextAttemptAt')
 redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'acceptedAt') or now, ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
@@ -568,12 +587,19 @@ class ConversionStore:
         flat = await self._begin.call([order_key(shop_id, order_id), stream_key(shop_id)], [""])
         return _record(flat) if flat else None
 
-    async def probe_failed(self, shop_id: str, order_id: str, error: str) -> None:
-        await self._probe_failed(keys=[order_key(shop_id, order_id)], args=[error])
+    async def probe_failed(self, shop_id: str, order_id: str, error: str, requests: int) -> None:
+        await self._probe_failed(keys=[order_key(shop_id, order_id)], args=[error, requests])
 
     async def mark_delivered(
-        self, shop_id: str, order_id: str, entry_id: str | None, retention_seconds: int
+        self,
+        shop_id: str,
+        order_id: str,
+        entry_id: str | None,
+        retention_seconds: int,
+        requests: int,
+        error: str | None = None,
     ) -> None:
+        """``requests`` sent in this round; ``error``: one of them failed before the 2xx."""
         await self._delivered.call(
             [
                 order_key(shop_id, order_id),
@@ -583,18 +609,27 @@ class ConversionStore:
                 paused_key(shop_id),
                 dead_key(shop_id),
             ],
-            [entry_id or "", order_id, retention_seconds],
+            [entry_id or "", order_id, retention_seconds, requests, error or ""],
         )
 
     async def retry_later(
-        self, shop_id: str, order_id: str, entry_id: str | None, delay_ms: int, round_: int, error: str
+        self,
+        shop_id: str,
+        order_id: str,
+        entry_id: str | None,
+        delay_ms: int,
+        round_: int,
+        error: str,
+        requests: int,
     ) -> None:
         await self._retry_later(
             keys=[order_key(shop_id, order_id), stream_key(shop_id), delayed_key(shop_id)],
-            args=[entry_id or "", order_id, delay_ms, round_, error],
+            args=[entry_id or "", order_id, delay_ms, round_, error, requests],
         )
 
-    async def dead_letter(self, shop_id: str, order_id: str, entry_id: str | None, reason: str) -> None:
+    async def dead_letter(
+        self, shop_id: str, order_id: str, entry_id: str | None, reason: str, requests: int = 0
+    ) -> None:
         await self._dead_letter(
             keys=[
                 order_key(shop_id, order_id),
@@ -604,10 +639,12 @@ class ConversionStore:
                 paused_key(shop_id),
                 dead_key(shop_id),
             ],
-            args=[entry_id or "", order_id, reason],
+            args=[entry_id or "", order_id, reason, requests],
         )
 
-    async def pause(self, shop_id: str, order_id: str, entry_id: str | None, reason: str) -> bool:
+    async def pause(
+        self, shop_id: str, order_id: str, entry_id: str | None, reason: str, requests: int
+    ) -> bool:
         """Pause the shop's delivery; True if it was not paused yet."""
         return bool(
             await self._pause(
@@ -617,7 +654,7 @@ class ConversionStore:
                     delayed_key(shop_id),
                     paused_key(shop_id),
                 ],
-                args=[entry_id or "", order_id, reason],
+                args=[entry_id or "", order_id, reason, requests],
             )
         )
 
