@@ -2,7 +2,9 @@
 
 Log calls name an event and pass fields through ``extra``:
 ``log.info("api_key_rotated", extra={"shop": shop_id})``. Every known secret value is
-registered with ``redact_secrets`` at start-up and replaced wherever it would appear.
+registered with ``redact_secrets`` at start-up and replaced wherever it would appear: in every string
+*before* it is serialised, so a secret holding a quote or a backslash (escaped in JSON) is found too, and
+whatever its length (a 4-character Redis password is still a password).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import contextvars
 import functools
 import itertools
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -24,20 +28,56 @@ _BARE_RECORD = logging.LogRecord("", 0, "", 0, "", None, None)
 _STANDARD_ATTRS = frozenset(_BARE_RECORD.__dict__) | {"message", "asctime"}
 # LogRecord.__init__ sets these attributes first; logging adds a call's ``extra`` right after them.
 _INIT_ATTRS = len(_BARE_RECORD.__dict__)
-_secrets: set[str] = set()
 REDACTED = "[redacted]"
+
+
+class _Redactor:
+    """The secrets this process knows, as one regular expression (one pass per string)."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+        self.pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[str]) -> None:
+        for value in filter(None, values):
+            # Also as it reads quoted in text we log: a repr in a traceback, JSON in a quoted body.
+            self.secrets.update((value, repr(value)[1:-1], orjson.dumps(value).decode()[1:-1]))
+        # Longest first, so a secret that contains another is replaced whole.
+        ordered = sorted(self.secrets, key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def text(self, text: str) -> str:
+        return self.pattern.sub(REDACTED, text) if self.pattern is not None else text
+
+    def value(self, value: Any) -> Any:
+        """A log field with every secret replaced; what JSON cannot hold becomes its (redacted) text."""
+        if self.pattern is None or value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(v) for v in value]
+        return self.text(str(value))
+
+
+_redactor = _Redactor()
 
 
 def redact_secrets(values: Iterable[str]) -> None:
     """Register secret values that must never reach a log line, whatever logs them."""
-    _secrets.update(v for v in values if len(v) >= 8)
+    _redactor.add(values)
 
 
-def _redact(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+def url_secrets(url: str) -> list[str]:
+    """A URL that may carry a password (REDIS_URL): the URL itself and its password, as written and
+    percent-decoded, since an error message may quote either."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    return [url] + ([password, unquote(password)] if password else [])
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,11 +90,12 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    redact = _redactor.value
     fields: dict[str, Any] = {
         "ts": _timestamp(record),
         "level": record.levelname.lower(),
         "logger": record.name,
-        "event": record.getMessage(),
+        "event": redact(record.getMessage()),
     }
     # Handlers format synchronously inside the request, so the context variable is still set.
     request_id = request_id_var.get()
@@ -63,16 +104,18 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     # Only what follows __init__'s attributes can be ours (one line per request: make bench).
     for key, value in itertools.islice(record.__dict__.items(), _INIT_ATTRS, None):
         if key not in _STANDARD_ATTRS and not key.startswith("_") and key != "color_message":
-            fields[key] = value
+            fields[key] = redact(value)
     if record.exc_info:
-        fields["exc"] = logging.Formatter().formatException(record.exc_info)
+        fields["exc"] = redact(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        fields["stack"] = redact(record.stack_info)
     return fields
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = orjson.dumps(_fields(record), default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        return _redact(line)
+        # Fields are redacted already; ``default=str`` only meets values the redactor left as they were.
+        return orjson.dumps(_fields(record), default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -82,7 +125,7 @@ class ConsoleFormatter(logging.Formatter):
         fields.pop("logger")
         exc = fields.pop("exc", None)
         tail = " ".join(f"{k}={v}" for k, v in fields.items())
-        return _redact(f"{head} {tail}".rstrip() + (f"\n{exc}" if exc else ""))
+        return f"{head} {tail}".rstrip() + (f"\n{exc}" if exc else "")
 
 
 def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:

@@ -22,7 +22,7 @@ from app.conversions import routes as webhook_routes
 from app.conversions.intake import Intake
 from app.conversions.worker import DeliveryWorker, monitor_queues, running
 from app.errors import document_api, install_error_handlers
-from app.logging import redact_secrets
+from app.logging import redact_secrets, url_secrets
 from app.middleware import RequestMiddleware
 from app.neuroon.client import NeuroonClient, build_http_client
 from app.ratelimit import RateLimiter
@@ -54,7 +54,7 @@ def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
         ):
             values.extend(s.get_secret_value() for s in group)
     if settings.redis_url:
-        values.append(settings.redis_url.get_secret_value())
+        values.extend(url_secrets(settings.redis_url.get_secret_value()))
     admin = settings.secret("GATEWAY_ADMIN_JWT_SECRET")
     if admin:
         values.append(admin.get_secret_value())

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from app.logging import JsonFormatter, redact_secrets
+from app import logging as app_logging
+from app.logging import JsonFormatter, redact_secrets, url_secrets
 from tests.conftest import CANARY_KEY, SHOP_ID
 from tests.support import run_gateway
 
@@ -68,3 +72,51 @@ def test_a_careless_log_call_is_redacted() -> None:
     line = JsonFormatter().format(record)
     assert CANARY_KEY not in line
     assert "[redacted]" in line
+
+
+@pytest.fixture
+def fresh_redactor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short secrets registered here must not redact other tests' log lines."""
+    monkeypatch.setattr(app_logging, "_redactor", app_logging._Redactor())
+
+
+def _json_lines(secret: str) -> list[str]:
+    """Log the secret every way a careless call could, through the real JSON formatter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test_redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("connecting with %s", secret)
+        logger.error("config", extra={"url": f"redis://:{secret}@h:6379/0", "nested": {"k": [secret]}})
+        try:
+            raise ValueError(f"bad password {secret!r}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue().splitlines()
+
+
+@pytest.mark.usefixtures("fresh_redactor")
+@pytest.mark.parametrize("secret", ["pw7", 'p"q\\r', 'ab"cd', "x\\y"])
+def test_short_secrets_and_secrets_with_quotes_or_backslashes_are_redacted_in_json_logs(secret: str) -> None:
+    redact_secrets([secret])
+    lines = _json_lines(secret)
+    assert len(lines) == 3
+    escaped = json.dumps(secret)[1:-1]  # how the secret reads inside a JSON string
+    for line in lines:
+        parsed = json.loads(line)  # still one JSON object per line
+        assert secret not in line
+        assert escaped not in line
+        assert secret not in json.dumps(parsed, ensure_ascii=False)
+        assert "[redacted]" in line
+
+
+@pytest.mark.usefixtures("fresh_redactor")
+def test_the_password_of_a_redis_url_is_redacted_on_its_own() -> None:
+    redact_secrets(url_secrets("redis://user:s%40fe@redis.internal:6379/0"))
+    lines = _json_lines("s@fe")
+    assert all("s@fe" not in line and "s%40fe" not in line for line in lines)

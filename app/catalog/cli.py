@@ -21,7 +21,7 @@ from app.catalog.feed import Feed, FeedError, open_feed
 from app.catalog.lock import LockBusy, catalog_lock
 from app.catalog.mapping import FieldMapping, MappingError, load_mapping
 from app.catalog.normalise import Rules
-from app.logging import configure_logging, redact_secrets
+from app.logging import configure_logging, redact_secrets, url_secrets
 from app.neuroon.client import NeuroonClient, build_http_client
 from app.neuroon.endpoints import DOCUMENTED_LIMITS, Limit, Operation
 from app.neuroon.pacing import UpstreamLimiter
@@ -87,7 +87,7 @@ async def _context(settings: Settings, shop: Shop) -> AsyncIterator[Context]:
     if settings.redis_url is None:
         raise _fail("REDIS_URL is not set (the catalog ledger lives in Redis)")
     redis_url = settings.redis_url.get_secret_value()
-    redact_secrets([redis_url])
+    redact_secrets(url_secrets(redis_url))
     redis = connect(redis_url, socket_timeout=10.0)
     http = build_http_client(settings)
     try:
