@@ -163,7 +163,8 @@ def _banner(settings: Settings, host: str, port: int, *, embedded_redis: bool) -
             f"  catalog:               curl -s {sandbox}/_sandbox/shops/{DEMO_SHOP_ID}/products",
             f"  conversions:           curl -s {sandbox}/_sandbox/shops/{DEMO_SHOP_ID}/conversions",
             f"  requests received:     curl -s {sandbox}/_sandbox/requests",
-            f"""  simulate an outage:    curl -s -X POST {sandbox}/_sandbox/outage -d '{{"on": true}}'""",
+            f"""  simulate an outage:    curl -s -X POST {sandbox}/_sandbox/outage"""
+            """ -H 'Content-Type: application/json' -d '{"on": true}'""",
         ]
     lines += [
         "",

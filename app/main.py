@@ -186,6 +186,10 @@ def create_app(
         version=__version__,
         summary="Server-to-server integration of Neuroon AI search.",
         lifespan=lifespan,
+        # No Swagger UI / ReDoc pages: FastAPI's load their scripts from a CDN without integrity
+        # (README, "HTTP API"). The OpenAPI document itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     document_api(app, token_endpoint.OPENAPI_PATH, token_endpoint.OPENAPI_SCHEMAS)

@@ -448,9 +448,50 @@ async def test_http_controls_script_faults_outage_and_latency(
     ],
 )
 async def test_malformed_control_requests_are_400(raw: httpx.AsyncClient, path: str, content: bytes) -> None:
-    response = await raw.post(path, content=content)
+    response = await raw.post(path, content=content, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "headers"),
+    [
+        # What a page on another site can send without a CORS preflight.
+        (
+            "/_sandbox/outage",
+            b'{"on": true}',
+            {"Content-Type": "text/plain", "Origin": "https://evil.example"},
+        ),
+        ("/_sandbox/outage", b'{"on": true}', {"Content-Type": "text/plain"}),
+        ("/_sandbox/outage", b"on=true", {"Content-Type": "application/x-www-form-urlencoded"}),
+        ("/_sandbox/reset", b"", {"Origin": "https://evil.example"}),
+        ("/_sandbox/reset", b"", {"Origin": "null"}),
+        ("/_sandbox/reset", b"", {"Sec-Fetch-Site": "cross-site"}),
+        (
+            "/_sandbox/latency",
+            b'{"seconds": 5}',
+            {"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"},
+        ),
+    ],
+)
+async def test_cross_site_control_posts_are_refused(
+    raw: httpx.AsyncClient, sandbox: Sandbox, path: str, content: bytes, headers: dict[str, str]
+) -> None:
+    sandbox.latency = 0.25
+    response = await raw.post(path, content=content, headers=headers)
+    assert response.status_code in (403, 415)
+    assert response.json()["error"] in ("cross_site_refused", "unsupported_media_type")
+    assert sandbox.outage is False
+    assert sandbox.latency == 0.25  # neither reset nor changed
+
+
+async def test_same_origin_control_posts_still_work(raw: httpx.AsyncClient, sandbox: Sandbox) -> None:
+    own = f"{raw.base_url.scheme}://{raw.base_url.netloc.decode()}"
+    response = await raw.post(
+        "/_sandbox/outage", json={"on": True}, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert response.status_code == 204
+    assert sandbox.outage is True
 
 
 async def test_controls_for_an_unknown_shop_are_404(raw: httpx.AsyncClient) -> None:

@@ -4,6 +4,7 @@ switches as the ``Sandbox`` object, for demos and for tests of a sandbox in anot
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -73,9 +74,35 @@ class _Bad(Exception):
         self.detail = detail
 
 
+def _cross_site_refusal(request: Request) -> Response | None:
+    """The controls change what every test and demo sees, and a web page the operator has open could
+    otherwise POST to them: a form or a ``text/plain`` fetch needs no CORS preflight. So a POST must
+    come from no browser page or from the sandbox's own origin, and a body must be
+    ``application/json`` (a content type that only a preflighted request can send, and the sandbox
+    grants no preflight)."""
+    if request.method != "POST":
+        return None
+    origin = request.headers.get("origin")
+    fetch_site = request.headers.get("sec-fetch-site", "none")
+    if (origin is not None and urlsplit(origin).netloc != request.headers.get("host")) or fetch_site not in (
+        "same-origin",
+        "none",
+    ):
+        return _error(403, "cross_site_refused", "the sandbox's controls take no request from another site")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and (
+        content_type or request.headers.get("content-length", "0") != "0"
+    ):
+        return _error(415, "unsupported_media_type", "send the control's body as application/json")
+    return None
+
+
 def admin_routes(sandbox: Sandbox) -> list[Route]:
     def guarded(handler: Any) -> Any:
         async def run(request: Request) -> Response:
+            refusal = _cross_site_refusal(request)
+            if refusal is not None:
+                return refusal
             try:
                 response: Response = await handler(request)
             except _Bad as exc:
