@@ -311,11 +311,24 @@ def worker(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Serve Prometheus metrics on this port (default: none).", min=1, max=65535),
+        typer.Option(
+            help="Serve /metrics, /livez and /readyz on this port (default: GATEWAY_METRICS_ADDRESS, "
+            "else none).",
+            min=1,
+            max=65535,
+        ),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            help="Address for --metrics-port. Loopback by default: /metrics names every shop; "
+            "use the pod's address (or 0.0.0.0) where Prometheus and the kubelet must reach it.",
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run the conversion delivery worker only (any number of them may share one Redis)."""
     from app.conversions.process import run_worker_process
+    from app.metrics_listener import ListenerError
 
     settings = _load()
     if concurrency is not None:
@@ -323,12 +336,14 @@ def worker(
     configure_logging(settings.gateway_log_format)
     shops = _shops(settings)
     url = _redis_url(settings)
+    listen, setting = settings.metrics_listen, "GATEWAY_METRICS_ADDRESS"
     if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
+        listen, setting = (metrics_host, metrics_port), "--metrics-host/--metrics-port"
     _tune_gc()
-    asyncio.run(run_worker_process(settings, shops, url))
+    try:
+        asyncio.run(run_worker_process(settings, shops, url, listen, setting))
+    except ListenerError as exc:
+        raise fail(str(exc)) from None
 
 
 dlq = typer.Typer(help="Conversions that could not be delivered: list, replay, drop.", no_args_is_help=True)

@@ -1,5 +1,7 @@
 """Operations routes: /livez touches nothing, /readyz proves this process can write where its
-shops' data lives, /metrics. ``not_ready_reason`` is the readiness check, for any listener."""
+shops' data lives, /metrics. ``not_ready_reason`` is the readiness check, for any listener: the
+metrics listener (``app/metrics_listener.py``: ``GATEWAY_METRICS_ADDRESS``, and the ``worker``
+process's) serves the very same answers through ``readiness_response`` and ``metrics_page``."""
 
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ from starlette.responses import JSONResponse, Response
 
 from app.catalog.service import refresh_metrics as refresh_catalog_metrics
 from app.deps import StateDep
+from app.state import GatewayState
 from app.store import probe_writes
 
 router = APIRouter(tags=["operations"])
+# Served by the API's listener only while no metrics listener is configured (app/main.py).
+metrics_router = APIRouter(tags=["operations"])
 
 # Under Kubernetes' default probe timeout (1 s), so the probe gets our 503 and its reason rather
 # than a timeout of its own.
@@ -79,16 +84,23 @@ async def livez() -> dict[str, str]:
     responses={503: {"description": "not_ready, with the reason in detail"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
-    reason = await not_ready_reason(state.store.redis, (shop.id for shop in state.shops))
+    return readiness_response(await not_ready_reason(state.store.redis, (shop.id for shop in state.shops)))
+
+
+def readiness_response(reason: str | None) -> JSONResponse:
     if reason is None:
         return JSONResponse({"status": "ok", "redis": "up"})
     return JSONResponse({"error": "not_ready", "detail": reason, "redis": "down"}, 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics(state: StateDep) -> Response:
+async def metrics_page(state: GatewayState) -> Response:
     # Catalog totals are shared through Redis (runs happen in CLI processes too); without Redis the
     # last known values are served.
     with contextlib.suppress(RedisError, OSError, TimeoutError):
         await asyncio.wait_for(refresh_catalog_metrics(state.catalog, state.shops), READY_TIMEOUT_SECONDS)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def prometheus_metrics(state: StateDep) -> Response:
+    return await metrics_page(state)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
-from app import __version__, health
+from app import __version__, health, metrics_listener
 from app.auth import build_admin_auth
 from app.catalog import routes as catalog_routes
 from app.conversions import admin as conversion_admin
@@ -165,6 +165,14 @@ def create_app(
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
         monitor = asyncio.create_task(monitor_queues(conversions, shops))
         async with contextlib.AsyncExitStack() as stack:
+            if settings.metrics_listen is not None:
+                listener = metrics_listener.listener_app(
+                    lambda: health.metrics_page(state),
+                    lambda: health.not_ready_reason(redis, [shop.id for shop in shops]),
+                )
+                await stack.enter_async_context(
+                    metrics_listener.serving(listener, *settings.metrics_listen, "GATEWAY_METRICS_ADDRESS")
+                )
             if settings.gateway_run_worker:
                 # Its own connections: they block on stream reads, longer than the API's timeout allows.
                 worker_redis = connect(redis_url, socket_timeout=WORKER_SOCKET_TIMEOUT)
@@ -194,6 +202,8 @@ def create_app(
     install_error_handlers(app)
     document_api(app, token_endpoint.OPENAPI_PATH, token_endpoint.OPENAPI_SCHEMAS)
     app.include_router(health.router)
+    if settings.metrics_listen is None:
+        app.include_router(health.metrics_router)
     app.include_router(webhook_routes.router)
     app.include_router(conversion_admin.router)
     app.include_router(catalog_routes.router)

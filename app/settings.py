@@ -53,6 +53,20 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default_port else "")
 
 
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IPv6 host in brackets: ``[::1]:9100``) as (host, port), or ValueError."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or " " in host:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9100 or [::1]:9100")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+            raise ValueError("must be HOST:PORT with an IP address or host name") from None
+    return host, int(port)
+
+
 def check_api_key(key: str) -> str:
     if not API_KEY_PATTERN.fullmatch(key):
         # Never echo the value: it is a secret, even when malformed.
@@ -179,6 +193,9 @@ class Settings(BaseSettings):
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
     ] = ()
     gateway_log_format: Literal["json", "console"] = "json"
+    # A listener of its own for /metrics, /livez and /readyz, "HOST:PORT" (README, "Metrics listener").
+    # When set, `serve` answers /metrics there only; `worker` serves there unless --metrics-port.
+    gateway_metrics_address: str | None = None
 
     # Additions of ours (README, "Configuration"): tuning knobs with safe defaults.
     gateway_token_refresh_margin: int = Field(default=300, ge=0, le=3600)
@@ -300,6 +317,18 @@ class Settings(BaseSettings):
         if v is not None:
             origin_of(v)
         return v
+
+    @field_validator("gateway_metrics_address")
+    @classmethod
+    def _metrics_address_shape(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen_address(v)
+        return v
+
+    @property
+    def metrics_listen(self) -> tuple[str, int] | None:
+        """Where the metrics listener listens, when one is configured."""
+        return parse_listen_address(self.gateway_metrics_address) if self.gateway_metrics_address else None
 
     @field_validator("gateway_admin_jwks_url")
     @classmethod
