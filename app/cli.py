@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import secrets
 import signal
 import sys
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from app import __version__
 from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
-from app.logging import configure_logging, redact_secrets
-from app.settings import ConfigError, Settings, load_settings
+from app.logging import configure_logging, logs_as_json, redact_secrets
+from app.settings import ConfigError, Settings, chosen_log_format, load_settings
 
 if TYPE_CHECKING:
     from app.sandbox.serve import SandboxServer
@@ -33,10 +35,21 @@ cli = typer.Typer(
 
 DEMO_SHOP_ID = "shop_demo"
 
+log = logging.getLogger("app.cli")
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    if logs_as_json():  # a server process in json format: even this line is one JSON object
+        log.error("command_failed", extra={"detail": message, "exit_code": code})
+    else:
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+def _server_logging(default: str) -> None:
+    """For the long-running commands: logging first, in the chosen format, so that even a
+    configuration error is reported in it (interface.md §3.5)."""
+    configure_logging(chosen_log_format() or default)
 
 
 def _load(**overrides: Any) -> Settings:
@@ -197,10 +210,9 @@ def serve(
     from app.main import create_app
     from app.server import server_config
 
-    settings = _load()
     # Development reads better as console lines, unless the format was chosen explicitly.
-    explicit = "gateway_log_format" in settings.model_fields_set
-    configure_logging("console" if dev and not explicit else settings.gateway_log_format)
+    _server_logging("console" if dev else "json")
+    settings = _load()
     embedded_redis = dev and settings.redis_url is None
     with contextlib.ExitStack() as stack:
         if dev:
@@ -211,7 +223,13 @@ def serve(
             app = create_app(settings)
         except ConfigError as exc:
             raise fail(str(exc)) from None
-        typer.echo(_banner(settings, host, port, embedded_redis=embedded_redis), err=True)
+        if dev or not logs_as_json():
+            typer.echo(_banner(settings, host, port, embedded_redis=embedded_redis), err=True)
+        else:  # no banner among JSON lines: the same facts as one event
+            log.info(
+                "gateway_starting",
+                extra={"url": f"http://{host}:{port}", "version": __version__, "worker": not no_worker},
+            )
         config = server_config(app, settings, host, port)
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal. Turning that
         # into KeyboardInterrupt lets the embedded Redis (if any) stop cleanly, and the stop that
@@ -330,10 +348,10 @@ def worker(
     from app.conversions.process import run_worker_process
     from app.metrics_listener import ListenerError
 
+    _server_logging("json")
     settings = _load()
     if concurrency is not None:
         settings = settings.model_copy(update={"gateway_worker_concurrency": concurrency})
-    configure_logging(settings.gateway_log_format)
     shops = _shops(settings)
     url = _redis_url(settings)
     listen, setting = settings.metrics_listen, "GATEWAY_METRICS_ADDRESS"
@@ -475,8 +493,8 @@ def sandbox(
     from app.sandbox import SandboxShop, create_sandbox, load_shops_toml
     from app.sandbox.control import SANDBOX_LIMITS
 
+    _server_logging("json")
     settings = _load()
-    configure_logging(settings.gateway_log_format)
     try:
         if shops_file is not None:
             shops = load_shops_toml(shops_file)
@@ -488,11 +506,14 @@ def sandbox(
         raise fail(f"sandbox shops: {exc}") from None
     redact_secrets(s.key for s in shops)
     sandbox = create_sandbox(shops, rate_limits=SANDBOX_LIMITS if rate_limits else None)
-    typer.echo(
-        f"Neuroon sandbox on http://{host}:{port} for shops: {', '.join(s.id for s in shops)}; "
-        f"controls under http://{host}:{port}/_sandbox/state",
-        err=True,
-    )
+    if logs_as_json():
+        log.info("sandbox_starting", extra={"url": f"http://{host}:{port}", "shops": [s.id for s in shops]})
+    else:
+        typer.echo(
+            f"Neuroon sandbox on http://{host}:{port} for shops: {', '.join(s.id for s in shops)}; "
+            f"controls under http://{host}:{port}/_sandbox/state",
+            err=True,
+        )
     uvicorn.run(sandbox.app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
 
 

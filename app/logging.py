@@ -15,8 +15,10 @@ import itertools
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -129,7 +131,9 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
-    """Route our logs and uvicorn's through one formatter on stderr."""
+    """Route our logs and uvicorn's through one formatter on stderr, and with them what Python itself
+    would print there: warnings and uncaught exceptions (in any thread). In ``json`` every line is
+    then one JSON object (interface.md §3.5): a log shipper never meets a bare traceback."""
     # The logging HOWTO's "Optimization" knobs: we never print the caller's file, thread or
     # process, and collecting them costs more than formatting the line (one per request).
     logging._srcfile = None
@@ -147,3 +151,41 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
         logger.propagate = True
     # Our own middleware logs each request once, with the request id; uvicorn's would repeat it.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+    sys.unraisablehook = _log_unraisable
+
+
+def logs_as_json() -> bool:
+    """Whether log lines go out as JSON (then messages meant for a person go out as log lines too)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+_crash_log = logging.getLogger("app.crash")
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    _crash_log.critical("uncaught_exception", exc_info=(kind, value, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None:
+        return
+    _crash_log.error(
+        "uncaught_exception_in_thread",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={"thread": args.thread.name if args.thread else None},
+    )
+
+
+def _log_unraisable(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    _crash_log.warning(
+        "unraisable_exception",
+        exc_info=(type(exc), exc, unraisable.exc_traceback) if exc is not None else None,
+        extra={"context": unraisable.err_msg or repr(unraisable.object)},
+    )

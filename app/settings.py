@@ -439,6 +439,22 @@ def _describe(exc: ValidationError, name_of: Any) -> str:
     return "; ".join(f"{name_of(err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False))
 
 
+class _LogFormatOnly(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+
+    gateway_log_format: Literal["json", "console"] | None = None
+
+
+def chosen_log_format() -> Literal["json", "console"] | None:
+    """GATEWAY_LOG_FORMAT alone, when it is set: readable even while another setting is wrong, so
+    that the message saying which one comes out in the chosen format (None: unset or malformed;
+    then the full settings say what is wrong with it)."""
+    try:
+        return _LogFormatOnly().gateway_log_format
+    except ValidationError:
+        return None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (and .env), raising ConfigError on bad values."""
     try:
