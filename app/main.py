@@ -112,7 +112,9 @@ def create_app(
     redis_url = settings.redis_url.get_secret_value()
     redact_secrets(secret_values(settings, shops))
     admin_auth = build_admin_auth(
-        settings.secret("GATEWAY_ADMIN_JWT_SECRET"), settings.gateway_admin_jwks_url
+        settings.secret("GATEWAY_ADMIN_JWT_SECRET"),
+        settings.gateway_admin_jwks_url,
+        settings.gateway_admin_jwks_cache_seconds,
     )
 
     @asynccontextmanager
@@ -165,6 +167,9 @@ def create_app(
         watcher = asyncio.create_task(shops.watch_key_files(settings.gateway_key_reload_interval))
         monitor = asyncio.create_task(monitor_queues(conversions, shops))
         async with contextlib.AsyncExitStack() as stack:
+            if admin_auth is not None:
+                admin_auth.start()
+                stack.push_async_callback(admin_auth.aclose)
             if settings.metrics_listen is not None:
                 listener = metrics_listener.listener_app(
                     lambda: health.metrics_page(state),

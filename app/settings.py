@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     gateway_admin_jwt_secret: SecretStr | None = None
     gateway_admin_jwt_secret_file: Path | None = None
     gateway_admin_jwks_url: str | None = None
+    # How long a fetched JWKS is used before it is fetched again (app/jwks.py): a key removed from
+    # the JWKS stops working about this long after its removal.
+    gateway_admin_jwks_cache_seconds: float = Field(default=300.0, ge=1, le=86_400)
 
     gateway_token_rate_limit: int = Field(default=600, ge=0)
     gateway_trusted_proxies: Annotated[
