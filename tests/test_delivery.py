@@ -210,6 +210,21 @@ def test_429_then_success_within_the_clients_immediate_retries(
     assert "rate limited" in state["lastError"]
 
 
+def test_a_short_retry_after_with_no_budget_left_is_waited_for_that_long_only(
+    gateway: GatewayFactory, live_sandbox: Sandbox
+) -> None:
+    """Issue 9 item 8: "Retry-After: 1" with X-RateLimit-Remaining: 0 held delivery for the whole
+    estimated window (60 s); delivered seconds later now (15 s separates the two behaviours)."""
+    live_sandbox.script(
+        "track_conversion",
+        Fault(429, retry_after=1, headers={"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0"}),
+    )
+    client = gateway(neuroon_retry_attempts=3)
+    post_shopify(client, shopify_order(clicks=CLICKS))
+    wait_for(lambda: delivered(client, "6200407294252"), "delivery after the Retry-After", timeout=15)
+    assert live_sandbox.statuses("track_conversion") == [429, 200]
+
+
 def test_a_503_then_200_in_the_immediate_retry_shows_two_attempts_and_the_503(
     gateway: GatewayFactory, live_sandbox: Sandbox
 ) -> None:
