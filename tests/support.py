@@ -38,6 +38,13 @@ def clean_env(**env: str) -> dict[str, str]:
     return base | env
 
 
+def run_command(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """One `neuroon-gateway` command to its end, with only ``env`` for configuration."""
+    return subprocess.run(
+        [GATEWAY, *args], env=clean_env(**env), cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
 @contextlib.contextmanager
 def run_gateway(
     args: list[str],

@@ -17,7 +17,7 @@ import pytest
 
 from app.embedded_redis import free_port
 from tests.conftest import CANARY_KEY, SHOP_ID
-from tests.support import GATEWAY, clean_env
+from tests.support import GATEWAY, clean_env, run_command
 
 
 def _objects(text: str, stream: str) -> list[dict[str, Any]]:
@@ -110,9 +110,7 @@ def test_worker_writes_only_json_lines(redis_url: str, redis_client: object, tmp
 def test_a_configuration_error_is_a_json_line_too(command: list[str], tmp_path: Path) -> None:
     bad_key = "sk_" + "z" * 32
     env = {"NEUROON_SHOP_ID": SHOP_ID, "NEUROON_API_KEY": bad_key, "REDIS_URL": "redis://127.0.0.1:1/0"}
-    result = subprocess.run(
-        [GATEWAY, *command], env=clean_env(**env), cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    result = run_command(command, env, tmp_path)
     assert result.returncode == 2
     lines = _objects(result.stdout, "stdout") + _objects(result.stderr, "stderr")
     [error] = [o for o in lines if o["level"] == "error"]
@@ -127,14 +125,7 @@ def test_a_taken_port_is_reported_as_json(redis_url: str, redis_client: object, 
         _wait_until_up(f"http://127.0.0.1:{port}", first)
         second_dir = tmp_path / "second"
         second_dir.mkdir()
-        result = subprocess.run(
-            [GATEWAY, "serve", "--port", str(port)],
-            env=clean_env(**env),
-            cwd=second_dir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_command(["serve", "--port", str(port)], env, second_dir)
     assert result.returncode != 0
     lines = _objects(result.stdout, "stdout") + _objects(result.stderr, "stderr")
     assert any(o["level"] == "error" for o in lines)

@@ -20,7 +20,7 @@ from app.embedded_redis import free_port
 from app.main import create_app
 from app.settings import ConfigError, load_settings
 from tests.conftest import CANARY_KEY, SHOP_ID, SettingsFactory
-from tests.support import GATEWAY, clean_env
+from tests.support import GATEWAY, clean_env, run_command
 
 
 def test_with_a_metrics_address_metrics_are_served_there_only(make_settings: SettingsFactory) -> None:
@@ -131,13 +131,7 @@ def test_a_taken_metrics_port_stops_the_worker_naming_the_option(
 ) -> None:
     with _worker(redis_url, tmp_path) as url:
         port = url.rsplit(":", 1)[1]
-        result = subprocess.run(
-            [GATEWAY, "worker", "--metrics-port", port],
-            env=clean_env(NEUROON_SHOP_ID=SHOP_ID, NEUROON_API_KEY=CANARY_KEY, REDIS_URL=redis_url),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        env = {"NEUROON_SHOP_ID": SHOP_ID, "NEUROON_API_KEY": CANARY_KEY, "REDIS_URL": redis_url}
+        result = run_command(["worker", "--metrics-port", port], env, tmp_path)
     assert result.returncode == 2
     assert "--metrics-port" in result.stderr
