@@ -22,6 +22,7 @@ from redis.exceptions import (
 )
 from starlette.responses import JSONResponse, Response
 
+from app import metrics
 from app.catalog.service import refresh_metrics as refresh_catalog_metrics
 from app.deps import StateDep
 from app.state import GatewayState
@@ -88,6 +89,8 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 
 def readiness_response(reason: str | None) -> JSONResponse:
+    # Every listener's /readyz answers through here: the gauge is the last answer, for the alert.
+    metrics.readiness.last = reason is None
     if reason is None:
         return JSONResponse({"status": "ok", "redis": "up"})
     return JSONResponse({"error": "not_ready", "detail": reason, "redis": "down"}, 503)

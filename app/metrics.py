@@ -167,3 +167,24 @@ class CatalogCollector(Collector):
 
 catalog = CatalogCollector()
 REGISTRY.register(catalog)
+
+
+class ReadinessCollector(Collector):
+    """The outcome of this process's last readiness check, for the NeuroonGatewayNotReady alert. No
+    sample before the first check: a process that nothing checks must not look unready."""
+
+    def __init__(self) -> None:
+        self.last: bool | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "ready",
+            "1 when this process's last readiness check (/readyz) passed, 0 when it failed.",
+        )
+        if self.last is not None:
+            family.add_metric([], 1 if self.last else 0)
+        yield family
+
+
+readiness = ReadinessCollector()
+REGISTRY.register(readiness)

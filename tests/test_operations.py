@@ -9,6 +9,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from app import metrics
 from app.embedded_redis import EmbeddedRedis
 from app.logging import JsonFormatter
 from app.main import create_app
@@ -93,6 +94,24 @@ def test_token_keeps_being_served_when_redis_stops(
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["redis"] == "down"
+
+
+def test_ready_gauge_follows_the_readiness_check(
+    make_settings: SettingsFactory, own_redis: EmbeddedRedis
+) -> None:
+    with TestClient(create_app(make_settings(redis_url=own_redis.url))) as client:
+        assert client.get("/readyz").status_code == 200
+        assert "\nneuroon_gateway_ready 1.0\n" in client.get("/metrics").text
+        own_redis.kill()
+        assert client.get("/readyz").status_code == 503
+        assert "\nneuroon_gateway_ready 0.0\n" in client.get("/metrics").text
+
+
+def test_ready_gauge_has_no_sample_before_the_first_check() -> None:
+    # A process that nothing probes must not look unready to the alert.
+    (family,) = metrics.ReadinessCollector().collect()
+    assert family.name == "neuroon_gateway_ready"
+    assert family.samples == []
 
 
 def test_token_is_signed_locally_when_redis_is_down_from_the_start(
