@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -128,3 +129,22 @@ class LatencyProxy:
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def cli_params(args: list[str]) -> dict[str, Any]:
+    """The parameters the real `neuroon-gateway` CLI parses from ``args`` (a subcommand path, then its
+    options and arguments), without running anything; raises on an unknown command or option."""
+    from typer.main import get_command
+
+    from app.cli import cli
+
+    command: Any = get_command(cli)  # typer's own click: duck-typed
+    ctx = command.make_context("neuroon-gateway", ["--help"], resilient_parsing=True)
+    rest = list(args)
+    while hasattr(command, "get_command"):
+        name = rest.pop(0)
+        command = command.get_command(ctx, name)
+        if command is None:
+            raise AssertionError(f"no such command: {name}")
+    params: dict[str, Any] = command.make_context(args[0], rest).params
+    return params

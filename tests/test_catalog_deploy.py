@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.main import get_command
 
-from app.cli import cli
+from tests.support import cli_params
 
-MANIFEST = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "catalog-cronjobs.yaml"
+KUBERNETES = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
+MANIFEST = KUBERNETES / "catalog-cronjobs.yaml"
+# The configuration every gateway pod shares, the catalog jobs' included.
+CONFIG = KUBERNETES / "config.yaml"
 
 
 def documents() -> list[dict[str, Any]]:
@@ -42,13 +44,7 @@ def test_cronjob_never_overlaps_and_never_wipes(job: dict[str, Any]) -> None:
     assert "--full" not in command
     assert "--confirm-wipe" not in command
     # The command line is one the real CLI accepts.
-    root: Any = get_command(cli)  # typer's own click: duck-typed
-    ctx = root.make_context("neuroon-gateway", ["catalog", "--help"], resilient_parsing=True)
-    catalog = root.get_command(ctx, command[1])
-    leaf = catalog.get_command(ctx, command[2])
-    assert leaf is not None
-    parsed = leaf.make_context(command[2], list(command[3:]))  # raises on an unknown option
-    assert parsed.params["file"] == "/feed/products.jsonl"
+    assert cli_params(command[1:])["file"] == "/feed/products.jsonl"
 
 
 @pytest.mark.parametrize("job", cronjobs(), ids=lambda j: j["metadata"]["name"])
@@ -65,7 +61,8 @@ def test_cronjob_runs_non_root_with_a_read_only_root(job: dict[str, Any]) -> Non
 
 @pytest.mark.parametrize("job", cronjobs(), ids=lambda j: j["metadata"]["name"])
 def test_cronjob_reads_secrets_from_a_secret(job: dict[str, Any]) -> None:
-    (config,) = [d for d in documents() if d["kind"] == "ConfigMap"]
+    (config,) = [d for d in yaml.safe_load_all(CONFIG.read_text()) if d["kind"] == "ConfigMap"]
+    assert job_container(job)["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
     data = config["data"]
     assert "NEUROON_API_KEY" not in data
     assert "REDIS_URL" not in data

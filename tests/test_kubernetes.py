@@ -1,0 +1,266 @@
+"""deploy/kubernetes/ is code: valid under `kubernetes-validate --strict` (the schemas ship with it, so
+this runs offline), hardened, consistent with itself (selectors, ports, names), with the image and the
+CLI it runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.settings import Settings
+from tests.support import cli_params
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+VALIDATE = str(Path(sys.executable).parent / "kubernetes-validate")
+# Not applied by kustomization.yaml: an example and an alternative (their headers say why).
+NOT_APPLIED = {"secret.example.yaml", "worker-hpa-queue-depth.yaml"}
+# Custom resources of the Prometheus Operator: kubernetes-validate has no schema for them;
+# test_monitoring.py checks what they hold.
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+# The oldest Kubernetes release the manifests are written for, and the newest the validator knows.
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+SECRET = "neuroon-gateway"
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in KUBERNETES.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def resources(*, applied_only: bool = True) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for path in manifest_files():
+        if applied_only and path.name in NOT_APPLIED:
+            continue
+        found += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return found
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [r for r in resources() if r["kind"] == kind]
+
+
+def named(kind: str, name: str) -> dict[str, Any]:
+    (resource,) = [r for r in of_kind(kind) if r["metadata"]["name"] == name]
+    return resource
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    result: dict[str, Any] = spec["template"]["spec"]
+    return result
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    labels: dict[str, str] = spec["template"]["metadata"]["labels"]
+    return labels
+
+
+def workloads() -> list[dict[str, Any]]:
+    return of_kind("Deployment") + of_kind("CronJob")
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def validate(paths: list[Path], version: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VALIDATE, "--strict", "--kubernetes-version", version, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifests_are_valid_under_kubernetes_validate_strict(version: str) -> None:
+    done = validate(manifest_files(), version)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in (done.stdout + done.stderr).splitlines():
+        if not line.startswith("INFO"):
+            # Only the custom resources may go without a schema; anything else is a finding.
+            custom = "|".join(CUSTOM_KINDS)
+            assert re.search(rf"kind ({custom}) with api version monitoring\.coreos\.com/", line), line
+
+
+def test_validation_refuses_an_unknown_field(tmp_path: Path) -> None:
+    # The check above can fail: a misspelt field is refused in strict mode.
+    deployment = named("Deployment", "neuroon-gateway-api")
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(deployment))
+    done = validate([broken], KUBERNETES_VERSIONS[-1])
+    assert done.returncode != 0
+    assert "readinesProbe" in done.stdout + done.stderr
+
+
+def test_kustomization_applies_every_manifest_but_the_examples() -> None:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    assert sorted(listed) == sorted(p.name for p in manifest_files() if p.name not in NOT_APPLIED)
+    (namespace,) = of_kind("Namespace")
+    assert kustomization["namespace"] == namespace["metadata"]["name"]
+    # The restricted Pod Security Standard is enforced by the API server itself.
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    (image,) = kustomization["images"]
+    assert image["name"] == "neuroon-gateway"
+    assert image["newTag"] == VERSION
+
+
+@pytest.mark.parametrize("workload", workloads(), ids=lambda w: w["metadata"]["name"])
+def test_workload_is_hardened(workload: dict[str, Any]) -> None:
+    pod = pod_spec(workload)
+    assert pod["automountServiceAccountToken"] is False
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & {k for k, v in pod.items() if v}
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True
+    # The image's own user (Dockerfile USER), so files it owns stay readable.
+    (user,) = re.findall(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert (str(security["runAsUser"]), str(security["runAsGroup"])) == user
+    assert security["seccompProfile"]["type"] == "RuntimeDefault"
+    for volume in pod["volumes"]:
+        assert set(volume) & {"secret", "emptyDir", "persistentVolumeClaim", "configMap"}, volume
+        if "secret" in volume:
+            assert volume["secret"]["defaultMode"] & 0o007 == 0, "secrets are not world-readable"
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["runAsNonRoot"] is True
+        assert context.get("privileged") is not True
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert "add" not in context["capabilities"]
+        assert container["image"] == f"neuroon-gateway:{VERSION}", "pinned to the release, never latest"
+        assert set(container["resources"]["requests"]) == {"cpu", "memory"}
+        assert "memory" in container["resources"]["limits"]
+        for mount in container["volumeMounts"]:
+            volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+            # The only writable place is an emptyDir (the root file system is read-only).
+            assert mount.get("readOnly") is True or "emptyDir" in volume, mount
+
+
+@pytest.mark.parametrize("workload", workloads(), ids=lambda w: w["metadata"]["name"])
+def test_workload_runs_a_command_the_cli_accepts(workload: dict[str, Any]) -> None:
+    (container,) = pod_spec(workload)["containers"]
+    command = container["command"]
+    assert command[0] == "neuroon-gateway"
+    cli_params(command[1:])  # raises on an unknown command or option
+
+
+def test_api_probes_drain_and_runs_without_the_in_process_worker() -> None:
+    deployment = named("Deployment", "neuroon-gateway-api")
+    pod = pod_spec(deployment)
+    (container,) = pod["containers"]
+    params = cli_params(container["command"][1:])
+    assert params["no_worker"] is True, "delivery runs in the worker Deployment"
+    (port,) = container["ports"]
+    assert port["containerPort"] == params["port"]
+    assert params["host"] == "0.0.0.0"
+    assert container["startupProbe"]["httpGet"]["path"] == "/livez"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    pause = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    # The pause, then uvicorn's 20 s graceful shutdown (app/cli.py), must fit in the grace period.
+    assert pod["terminationGracePeriodSeconds"] > int(pause[1]) + 20
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_worker_probes_and_metrics_use_its_metrics_port() -> None:
+    (container,) = pod_spec(named("Deployment", "neuroon-gateway-worker"))["containers"]
+    params = cli_params(container["command"][1:])
+    (port,) = container["ports"]
+    assert port["containerPort"] == params["metrics_port"]
+    probes = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
+    for probe, path in probes.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": port["name"]}
+
+
+def test_services_autoscalers_and_budgets_find_their_pods() -> None:
+    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    for service in of_kind("Service"):
+        matched = [d for d in deployments.values() if selects(service["spec"]["selector"], pod_labels(d))]
+        assert len(matched) == 1, service["metadata"]["name"]
+        ports = {p["name"] for p in pod_spec(matched[0])["containers"][0]["ports"]}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
+    for hpa in of_kind("HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+        assert hpa["spec"]["minReplicas"] >= 2, "one pod is no availability"
+    budgets = of_kind("PodDisruptionBudget")
+    for deployment in deployments.values():
+        labels = pod_labels(deployment)
+        covering = [b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], labels)]
+        assert len(covering) == 1, deployment["metadata"]["name"]
+
+
+def test_service_monitor_scrapes_the_api_and_the_workers() -> None:
+    (monitor,) = of_kind("ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = {e["port"] for e in monitor["spec"]["endpoints"]}
+    for deployment in of_kind("Deployment"):
+        services = [s for s in of_kind("Service") if selects(s["spec"]["selector"], pod_labels(deployment))]
+        (service,) = services
+        assert selects(selector, service["metadata"]["labels"])
+        assert scraped & {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"]
+
+
+def policy_ports(policies: list[dict[str, Any]], direction: str) -> set[int]:
+    return {port["port"] for p in policies for rule in p["spec"].get(direction, []) for port in rule["ports"]}
+
+
+def test_network_policies_cover_every_pod_and_let_its_ports_in() -> None:
+    policies = of_kind("NetworkPolicy")
+    for workload in workloads():
+        labels = pod_labels(workload)
+        applying = [p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], labels)]
+        assert any(set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} for p in applying)
+        containers = pod_spec(workload)["containers"]
+        served = {port["containerPort"] for c in containers for port in c.get("ports", [])}
+        assert served == policy_ports(applying, "ingress"), workload["metadata"]["name"]
+        assert {53, 6379, 443} <= policy_ports(applying, "egress")
+
+
+def test_secrets_come_from_the_secret_and_every_key_read_is_in_the_example() -> None:
+    (config,) = of_kind("ConfigMap")
+    data = config["data"]
+    known = {name.upper() for name in Settings.model_fields}
+    assert set(data) <= known, "every ConfigMap entry is a setting the gateway reads"
+    assert not {"NEUROON_API_KEY", "REDIS_URL"} & set(data)
+    assert not [name for name in data if name.endswith(("_SECRET", "_KEY"))]
+    (example,) = [r for r in resources(applied_only=False) if r["kind"] == "Secret"]
+    keys = set(example["stringData"])
+    files = {Path(v).name for k, v in data.items() if k.endswith("_FILE")}
+    assert files <= keys
+    for workload in workloads():
+        pod = pod_spec(workload)
+        mounted = {v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == SECRET}
+        for container in pod["containers"]:
+            mounts = [m for m in container["volumeMounts"] if m["name"] in mounted]
+            assert [m["mountPath"] for m in mounts] == ["/run/secrets/neuroon"]
+            assert {c["configMapRef"]["name"] for c in container["envFrom"]} == {config["metadata"]["name"]}
+            env = {e["name"]: e for e in container["env"]}
+            assert all("value" not in e for e in env.values())
+            assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": "redis-url"}
+    assert "redis-url" in keys
+
+
+def test_the_catalog_feed_volume_is_defined() -> None:
+    claims = {c["metadata"]["name"] for c in of_kind("PersistentVolumeClaim")}
+    for job in of_kind("CronJob"):
+        for volume in pod_spec(job)["volumes"]:
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims
