@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,37 @@ def test_compose_gateway_reads_its_key_from_a_secret_file() -> None:
     assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
     assert gateway["healthcheck"]["test"]
     assert env["REDIS_URL"].startswith("redis://redis:")
+
+
+def test_ci_installs_the_programs_that_tests_skip_without() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    # The module-level look-ups that skip markers test: NAME = shutil.which("x") or next(... (candidates)).
+    looked_up = set(re.findall(r'^[A-Z_]+ = shutil\.which\("([\w-]+)"\)', tests, re.M))
+    for candidates in re.findall(r"^[A-Z_]+ = next\(.*map\(shutil\.which, \(([^)]*)\)\)", tests, re.M):
+        looked_up |= set(re.findall(r'"([\w-]+)"', candidates))
+    assert {"promtool", "php", "chromium"} <= looked_up
+    assert looked_up <= set(re.findall(r"\bhave ([\w-]+)", script))
+    assert script.rstrip().splitlines()[-1] == "make test", "CI runs exactly the README's test command"
+
+
+def test_ci_without_apt_runs_make_test_and_says_what_will_skip(tmp_path: Path) -> None:
+    # Only the shell's basics on PATH: no promtool, php, chromium nor apt-get; `make` records its call.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "id"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    (bin_dir / "make").write_text(f'#!{shutil.which("bash")}\necho "$@" > {tmp_path}/make-args\n')
+    (bin_dir / "make").chmod(0o755)
+    done = subprocess.run(
+        [str(bin_dir / "bash"), str(ROOT / ".ci" / "run")],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "need prometheus php-cli chromium will skip" in done.stderr
+    assert (tmp_path / "make-args").read_text().split() == ["test"]
