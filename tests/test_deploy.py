@@ -110,3 +110,14 @@ def test_ci_without_apt_runs_make_test_and_says_what_will_skip(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert "need prometheus php-cli chromium will skip" in done.stderr
     assert (tmp_path / "make-args").read_text().split() == ["test"]
+
+
+def test_compose_runs_the_api_and_a_worker_from_one_image_and_configuration() -> None:
+    services = compose()["services"]
+    gateway, worker = services["gateway"], services["worker"]
+    assert gateway["command"][:2] == ["neuroon-gateway", "serve"]
+    assert "--no-worker" in gateway["command"]
+    assert worker["command"][:2] == ["neuroon-gateway", "worker"]
+    for key in ("image", "build", "environment", "secrets", "depends_on", "read_only"):
+        assert worker[key] == gateway[key], key
+    assert not any(s.get("image", "").endswith(":latest") for s in services.values())
