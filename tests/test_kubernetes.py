@@ -198,8 +198,10 @@ def test_services_autoscalers_and_budgets_find_their_pods() -> None:
         ports = {p["name"] for p in pod_spec(matched[0])["containers"][0]["ports"]}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
     for hpa in of_kind("HorizontalPodAutoscaler"):
-        assert hpa["spec"]["scaleTargetRef"]["name"] in deployments
+        target = deployments[hpa["spec"]["scaleTargetRef"]["name"]]
         assert hpa["spec"]["minReplicas"] >= 2, "one pod is no availability"
+        # Each `kubectl apply` would reset the count the HPA chose.
+        assert "replicas" not in target["spec"], "an autoscaled Deployment leaves replicas to the HPA"
     budgets = of_kind("PodDisruptionBudget")
     for deployment in deployments.values():
         labels = pod_labels(deployment)
