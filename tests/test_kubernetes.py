@@ -4,18 +4,24 @@ CLI it runs."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from app.embedded_redis import free_port
 from app.settings import Settings
-from tests.support import cli_params
+from tests.conftest import CANARY_KEY, SHOP_ID
+from tests.support import GATEWAY, clean_env, cli_params
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -188,6 +194,53 @@ def test_worker_probes_and_metrics_use_its_metrics_port() -> None:
     probes = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
     for probe, path in probes.items():
         assert container[probe]["httpGet"] == {"path": path, "port": port["name"]}
+
+
+def pod_address() -> str | None:
+    """An address of this host other than loopback, as a pod's IP is to the kubelet (None if none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # a route lookup only: nothing is sent
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_worker_answers_its_probes_on_the_pod_address(
+    redis_url: str, redis_client: object, tmp_path: Path
+) -> None:
+    """The worker container's own command and environment, run for real: the kubelet probes (and
+    Prometheus scrapes) the pod's IP, so a listener bound to loopback would fail every probe."""
+    address = pod_address()
+    if address is None:
+        pytest.skip("this host has no address but loopback")
+    (container,) = pod_spec(named("Deployment", "neuroon-gateway-worker"))["containers"]
+    (declared,) = container["ports"]
+    port = str(free_port())
+    command = [arg.replace(str(declared["containerPort"]), port) for arg in container["command"]]
+    env = {
+        e["name"]: e["value"].replace(str(declared["containerPort"]), port)
+        for e in container["env"]
+        if "value" in e
+    }
+    env |= {"NEUROON_SHOP_ID": SHOP_ID, "NEUROON_API_KEY": CANARY_KEY, "REDIS_URL": redis_url}
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen([GATEWAY, *command[1:]], env=clean_env(**env), stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://{address}:{port}/livez", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the worker's probes never answered on the pod's address"
+            time.sleep(0.1)
+        assert httpx.get(f"http://{address}:{port}/readyz", timeout=2).status_code == 200
+        assert "neuroon_gateway_" in httpx.get(f"http://{address}:{port}/metrics", timeout=2).text
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def test_services_autoscalers_and_budgets_find_their_pods() -> None:
