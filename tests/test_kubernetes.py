@@ -173,9 +173,12 @@ def test_api_probes_drain_and_runs_without_the_in_process_worker() -> None:
     (container,) = pod["containers"]
     params = cli_params(container["command"][1:])
     assert params["no_worker"] is True, "delivery runs in the worker Deployment"
-    (port,) = container["ports"]
-    assert port["containerPort"] == params["port"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == params["port"]
     assert params["host"] == "0.0.0.0"
+    # /metrics lists every shop: on a listener of its own, not on the port the ingress exposes.
+    assert metrics_listen(container) == ("0.0.0.0", ports["metrics"])
+    assert container["readinessProbe"]["httpGet"]["port"] == "http", "ready means: serves the API"
     assert container["startupProbe"]["httpGet"]["path"] == "/livez"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -186,11 +189,18 @@ def test_api_probes_drain_and_runs_without_the_in_process_worker() -> None:
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
-def test_worker_probes_and_metrics_use_its_metrics_port() -> None:
+def metrics_listen(container: dict[str, Any]) -> tuple[str, int] | None:
+    """Where the container's metrics listener listens, as the gateway reads its environment."""
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    return Settings(gateway_metrics_address=env["GATEWAY_METRICS_ADDRESS"]).metrics_listen
+
+
+def test_worker_probes_and_metrics_use_its_metrics_listener() -> None:
     (container,) = pod_spec(named("Deployment", "neuroon-gateway-worker"))["containers"]
     params = cli_params(container["command"][1:])
+    assert params["metrics_port"] is None, "--metrics-port would bind loopback, out of the kubelet's reach"
     (port,) = container["ports"]
-    assert port["containerPort"] == params["metrics_port"]
+    assert metrics_listen(container) == ("0.0.0.0", port["containerPort"])
     probes = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
     for probe, path in probes.items():
         assert container[probe]["httpGet"] == {"path": path, "port": port["name"]}
@@ -308,7 +318,9 @@ def test_secrets_come_from_the_secret_and_every_key_read_is_in_the_example() -> 
             assert [m["mountPath"] for m in mounts] == ["/run/secrets/neuroon"]
             assert {c["configMapRef"]["name"] for c in container["envFrom"]} == {config["metadata"]["name"]}
             env = {e["name"]: e for e in container["env"]}
-            assert all("value" not in e for e in env.values())
+            assert all(
+                "value" not in e or not e["name"].endswith(("_SECRET", "_KEY", "_URL")) for e in env.values()
+            )
             assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": "redis-url"}
     assert "redis-url" in keys
 
