@@ -91,7 +91,7 @@ def test_ci_installs_the_programs_that_tests_skip_without() -> None:
 
 
 def test_ci_without_apt_runs_make_test_and_says_what_will_skip(tmp_path: Path) -> None:
-    # Only the shell's basics on PATH: no promtool, php, chromium nor apt-get; `make` records its call.
+    # Only the shell's basics on PATH: no promtool, php, wrk, chromium nor apt-get; `make` records its call.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("bash", "dirname", "id"):
@@ -108,7 +108,7 @@ def test_ci_without_apt_runs_make_test_and_says_what_will_skip(tmp_path: Path) -
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "need prometheus php-cli chromium will skip" in done.stderr
+    assert "need prometheus php-cli wrk chromium will skip" in done.stderr
     assert (tmp_path / "make-args").read_text().split() == ["test"]
 
 
