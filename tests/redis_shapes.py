@@ -125,7 +125,11 @@ class SentinelSet:
         return Sentinel(nodes, socket_timeout=1)  # type: ignore[no-untyped-call]
 
     def primary_port(self) -> int:
-        return int(self.sentinel().discover_master(SERVICE)[1])
+        sentinel = self.sentinel()
+        try:
+            return int(sentinel.discover_master(SERVICE)[1])
+        finally:
+            _close_sentinels(sentinel)
 
     def primary(self) -> EmbeddedRedis:
         port = self.primary_port()
@@ -242,6 +246,19 @@ def make_shape(shape: str, root: Path) -> OneServer | SentinelSet | Cluster:
     raise ValueError(f"GATEWAY_TEST_REDIS must be one of {', '.join(SHAPES)}")
 
 
+def _close_sentinels(sentinel: Any) -> None:
+    for client in sentinel.sentinels:
+        client.close()
+
+
+class _SentinelPrimary(redis.Redis):
+    """Closing it closes the Sentinels' connections too (as app/store/topology.py does)."""
+
+    def close(self) -> None:
+        super().close()
+        _close_sentinels(self.connection_pool.sentinel_manager)  # type: ignore[attr-defined]
+
+
 def sync_client(url: str) -> Any:
     """redis-py's synchronous client for any REDIS_URL shape (tests' own reads and writes)."""
     target = parse_redis_url(url)
@@ -251,7 +268,7 @@ def sync_client(url: str) -> Any:
         assert target.service is not None
         sentinel = Sentinel(list(target.nodes), socket_timeout=1)  # type: ignore[no-untyped-call]
         return sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.service, socket_timeout=2, **target.options
+            target.service, redis_class=_SentinelPrimary, socket_timeout=2, **target.options
         )
     options = {k: v for k, v in target.options.items() if k != "db"}
     seeds = [ClusterNode(h, p) for h, p in target.nodes]  # type: ignore[no-untyped-call]

@@ -53,6 +53,7 @@ MAX_ROUNDS = 100
 # A look that finds work is followed by another at once, until the shop's stream is empty.
 HOUSEKEEPING_SECONDS = 0.25
 IDLE_POLLS_PER_SECOND = 5
+LOOKS_AT_ONCE = 16
 READ_BATCH = 100
 REDIS_BACKOFF_SECONDS = 1.0
 # Consumers of the group that hold nothing and were not heard of for this many leases are removed
@@ -122,6 +123,9 @@ class DeliveryWorker:
         self._wake = {shop.id: asyncio.Event() for shop in shops}
         self._shop_of_stream = {stream_key(shop.id): shop.id for shop in shops}
         self.poll_interval = max(HOUSEKEEPING_SECONDS, len(self._wake) / IDLE_POLLS_PER_SECOND)
+        # Looks at shops in flight at once: with hundreds of shops (all looked at when the worker
+        # starts) they would otherwise exhaust the client's connection pool (redis-py: 100).
+        self._looking = asyncio.Semaphore(LOOKS_AT_ONCE)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -169,20 +173,21 @@ class DeliveryWorker:
         group_ready = False
         while not self._stopping:
             try:
-                if not group_ready:
-                    await self.store.ensure_group(shop.id)
-                    group_ready = True
                 await self._slot_free.wait()
                 wake.clear()
                 reclaim = time.monotonic() - last_reclaim >= max(self.lease_ms / 2000, self.poll_interval)
                 if reclaim:
                     last_reclaim = time.monotonic()
-                entries = await self.store.poll(
-                    shop.id,
-                    self.name,
-                    min(self._free(), READ_BATCH),
-                    reclaim_idle_ms=self.lease_ms if reclaim else None,
-                )
+                async with self._looking:
+                    if not group_ready:
+                        await self.store.ensure_group(shop.id)
+                        group_ready = True
+                    entries = await self.store.poll(
+                        shop.id,
+                        self.name,
+                        min(self._free(), READ_BATCH),
+                        reclaim_idle_ms=self.lease_ms if reclaim else None,
+                    )
                 if entries is None:  # paused: one worker probes, the others wait
                     paused = await self.store.paused(shop.id)
                     metrics.delivery_paused.labels(shop.id).set(1 if paused else 0)
@@ -196,7 +201,8 @@ class DeliveryWorker:
                     self._spawn(shop, entry)
                 if time.monotonic() - last_prune >= PRUNE_SECONDS:
                     last_prune = time.monotonic()
-                    await self.store.prune_consumers(shop.id, self.lease_ms * PRUNE_IDLE_LEASES)
+                    async with self._looking:
+                        await self.store.prune_consumers(shop.id, self.lease_ms * PRUNE_IDLE_LEASES)
                 if not entries:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), max(0.0, next_look - time.monotonic()))

@@ -53,8 +53,14 @@ class GatewayCluster(RedisCluster):
         return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
 
 
-def is_cluster(client: object) -> bool:
-    return isinstance(client, RedisCluster)
+class _SentinelPrimary(aioredis.Redis):
+    """The primary's client; closing it closes the connections to the Sentinels too (redis-py's
+    Sentinel keeps one client per Sentinel, which nothing else closes)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
 
 
 async def info_per_primary(client: aioredis.Redis, section: str) -> dict[str, dict[str, Any]]:
@@ -85,7 +91,7 @@ def client_for(target: RedisTarget, **connection: Any) -> aioredis.Redis:
     """A client for ``target``; ``connection`` holds the timeouts and retry policy of every shape.
 
     A cluster client is typed as ``aioredis.Redis``: it offers the same command methods, and the
-    few places where the shapes differ (INFO per node, TIME) ask ``is_cluster``.
+    few places where the shapes differ (INFO and CONFIG per node, pub/sub) are the functions above.
     """
     if target.shape == "server":
         client = aioredis.Redis.from_url(target.url, **connection)
@@ -105,6 +111,7 @@ def client_for(target: RedisTarget, **connection: Any) -> aioredis.Redis:
         assert target.service is not None  # the parser insists on it
         primary: aioredis.Redis = sentinels.master_for(
             target.service,
+            redis_class=_SentinelPrimary,
             connection_class=with_hiredis_packing(
                 SentinelManagedSSLConnection if ssl else SentinelManagedConnection
             ),
