@@ -41,6 +41,13 @@ class _ClusterPipeline(ClusterPipeline):
 
 
 class GatewayCluster(RedisCluster):
+    async def initialize(self, *args: Any, **kwargs: Any) -> GatewayCluster:  # the slot map, read first
+        try:
+            await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+        return self
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
