@@ -49,6 +49,11 @@ def _replicating(client: Any) -> bool:
     return bool(client.info("replication").get("master_link_status") == "up")
 
 
+def _counts_a_replica(client: Any) -> bool:
+    info = client.info("replication")
+    return int(info.get("connected_slaves", 0)) >= 1 and info.get("slave0", {}).get("state") == "online"
+
+
 def _sentinel_ready(client: Any) -> bool:
     master = client.sentinel_master(SERVICE)
     return int(master["num-other-sentinels"]) == 2 and int(master["num-slaves"]) == 1
@@ -111,6 +116,8 @@ class SentinelSet:
             node.start()
         replica = _client(self.data[1])
         wait_for(partial(_replicating, replica), 20, "replication")
+        # And the primary counts it (what WAIT, and the gateway's acknowledgement, go by).
+        wait_for(partial(_counts_a_replica, _client(self.data[0])), 20, "the primary counting its replica")
         for sentinel in self.sentinels:  # each Sentinel knows the replica and the two other Sentinels
             wait_for(partial(_sentinel_ready, _client(sentinel)), 30, "Sentinel discovery")
         return self.url
