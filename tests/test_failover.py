@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import orjson
@@ -45,26 +46,27 @@ def _only(shape: str, redis_shape: str) -> None:
         pytest.skip(f"runs in the suite's {shape} pass (GATEWAY_TEST_REDIS={shape})")
 
 
-@pytest.fixture
-def sentinel_set(redis_shape: str, tmp_path: Path) -> Iterator[SentinelSet]:
-    _only("sentinel", redis_shape)
-    topology = SentinelSet(tmp_path / "sentinel")
+T = TypeVar("T", SentinelSet, Cluster)
+
+
+def _running(topology: T) -> Iterator[T]:
     topology.start()
     try:
         yield topology
     finally:
         topology.stop()
+
+
+@pytest.fixture
+def sentinel_set(redis_shape: str, tmp_path: Path) -> Iterator[SentinelSet]:
+    _only("sentinel", redis_shape)
+    yield from _running(SentinelSet(tmp_path / "sentinel"))
 
 
 @pytest.fixture
 def cluster(redis_shape: str, tmp_path: Path) -> Iterator[Cluster]:
     _only("cluster", redis_shape)
-    topology = Cluster(tmp_path / "cluster")
-    topology.start()
-    try:
-        yield topology
-    finally:
-        topology.stop()
+    yield from _running(Cluster(tmp_path / "cluster"))
 
 
 @pytest.fixture
