@@ -21,8 +21,17 @@ install: $(STAMP) ## Create .venv and install the gateway with its dev tools (pi
 run: $(STAMP) ## Serve on 127.0.0.1:8000 (embedded Redis unless REDIS_URL; demo shop without credentials)
 	$(BIN)/neuroon-gateway serve --dev
 
-test: $(STAMP) lint ## Lint, then run the whole suite against a real Redis (started by the suite unless REDIS_URL)
-	$(BIN)/pytest
+# The whole suite runs once per Redis shape the gateway supports (tests/redis_shapes.py starts each
+# from the embedded Valkey); `make test REDIS_SHAPES=cluster` runs one. With REDIS_URL set, the suite
+# runs once, against that server.
+REDIS_SHAPES ?= server sentinel cluster
+
+test: $(STAMP) lint ## Lint, then the whole suite against one Redis, Sentinel and Cluster (or REDIS_URL)
+	@if [ -n "$$REDIS_URL" ]; then $(BIN)/pytest; else \
+	  for shape in $(REDIS_SHAPES); do \
+	    echo "== the whole suite against Redis shape: $$shape"; \
+	    GATEWAY_TEST_REDIS=$$shape $(BIN)/pytest || exit 1; \
+	  done; fi
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check app tests bench

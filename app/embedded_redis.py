@@ -50,11 +50,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
-        """``extra_args``: more server options, e.g. ``["--replicaof", "127.0.0.1", "6379"]``."""
+    """One server. ``extra_args`` add to (or override) its configuration, as the test suite's
+    cluster nodes and replicas do; ``sentinel_config`` runs it as a Sentinel instead."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        sentinel_config: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.extra_args = list(extra_args)
+        self.extra_args = tuple(extra_args)
+        self.sentinel_config = sentinel_config
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,12 +78,14 @@ class EmbeddedRedis:
                 "or set REDIS_URL"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--protected-mode", "yes",
-            "--dir", str(self.data_dir.resolve()),
+        if self.sentinel_config is not None:
+            config = self.data_dir / "sentinel.conf"  # a Sentinel rewrites its file: ours to own
+            if not config.exists():
+                config.write_text(self.sentinel_config, encoding="utf-8")
+            binary_args = [binary, str(config.resolve()), "--sentinel"]
+        else:
+            binary_args = [binary]
+        persistence = [] if self.sentinel_config is not None else [
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             # With everysec, WAITAOF (which every acknowledged order waits for) is answered at the
@@ -82,6 +93,14 @@ class EmbeddedRedis:
             "--hz", "100",
             "--maxmemory-policy", "noeviction",
             "--save", "",
+        ]  # fmt: skip
+        args = [
+            *binary_args,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--protected-mode", "yes",
+            "--dir", str(self.data_dir.resolve()),
+            *persistence,
             "--daemonize", "no",
             "--logfile", "server.log",
             *self.extra_args,

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from app import __version__, health, metrics_listener
 from app.auth import build_admin_auth
+from app.cancellation import cancel_and_wait
 from app.catalog import routes as catalog_routes
 from app.conversions import admin as conversion_admin
 from app.conversions import endpoint as webhook_endpoint
@@ -188,9 +189,7 @@ def create_app(
                 yield {"gateway": state}
             finally:
                 for task in (watcher, monitor):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    await cancel_and_wait(task)
         await http.aclose()
         await redis.aclose()
 

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.store.redis_url import parse_redis_url
+
 # Neuroon documents the key as ^sk_[0-9a-f]{32}$ without saying whether hex is case-sensitive;
 # we accept either case and use the string as-is as the HMAC key, exactly as Neuroon does.
 API_KEY_PATTERN = re.compile(r"^sk_[0-9a-fA-F]{32}$")
@@ -332,6 +334,14 @@ class Settings(BaseSettings):
     def metrics_listen(self) -> tuple[str, int] | None:
         """Where the metrics listener listens, when one is configured."""
         return parse_listen_address(self.gateway_metrics_address) if self.gateway_metrics_address else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        # The message says what is wrong, never what was written (the URL may carry a password).
+        if v is not None:
+            parse_redis_url(v.get_secret_value())
+        return v
 
     @field_validator("gateway_admin_jwks_url")
     @classmethod

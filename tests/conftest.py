@@ -23,11 +23,13 @@ from app.neuroon.client import NeuroonClient, build_http_client
 from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from app.settings import Settings, ShopConfig
 from app.shops import Shop
+from tests.redis_shapes import Cluster, OneServer, SentinelSet, make_shape, sync_client
 from tests.webhooks import SHOPIFY_SECRET, STANDARD_SECRET, WOO_SECRET
 
 _ENV_PREFIXES = ("NEUROON_", "GATEWAY_", "SHOPIFY_", "WOOCOMMERCE_", "REDIS_URL")
 # Captured before the autouse fixture below scrubs the environment of every test.
 _GIVEN_REDIS_URL = os.environ.get("REDIS_URL")
+_REDIS_SHAPE = os.environ.get("GATEWAY_TEST_REDIS", "server")
 
 # A canary: a real-looking key generated per run, searched for in every output by the secret tests.
 CANARY_KEY = f"sk_{secrets.token_hex(16)}"
@@ -36,17 +38,29 @@ SHOP_URL = "https://shop.example"
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """REDIS_URL when given (its ngw:* keys are wiped!), else a server of our own for the session."""
-    if _GIVEN_REDIS_URL:
-        yield _GIVEN_REDIS_URL
-        return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
+def redis_shape() -> str:
+    """The topology the suite runs against: GATEWAY_TEST_REDIS (server, sentinel or cluster)."""
+    return _REDIS_SHAPE
+
+
+@pytest.fixture(scope="session")
+def redis_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneServer | SentinelSet | Cluster]:
+    """The shape picked by GATEWAY_TEST_REDIS, started for the session from the embedded Valkey."""
+    topology = make_shape(_REDIS_SHAPE, tmp_path_factory.mktemp("redis"))
+    topology.start()
     try:
-        yield server.url
+        yield topology
     finally:
-        server.stop()
+        topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """REDIS_URL when given (its ngw:* keys are wiped!), else a server (or topology) of our own."""
+    if _GIVEN_REDIS_URL:
+        return _GIVEN_REDIS_URL
+    topology: OneServer | SentinelSet | Cluster = request.getfixturevalue("redis_topology")
+    return topology.url
 
 
 @pytest.fixture
@@ -66,8 +80,9 @@ def hung_redis(own_redis: EmbeddedRedis) -> EmbeddedRedis:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A synchronous client of the same shape, with the gateway's keys wiped (on every primary)."""
+    client = sync_client(redis_url)
     for key in client.scan_iter(match="ngw:*", count=1000):
         client.delete(key)
     try:

@@ -7,8 +7,8 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-import redis
 
+from app.embedded_redis import EmbeddedRedis
 from bench import webhooks, wrk
 from bench.harness import Server
 
@@ -16,7 +16,13 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk on P
 
 
 @pytest.fixture
-def gateway(redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def redis_url(own_redis: EmbeddedRedis) -> str:
+    """One server of its own, as `make bench` runs on (the bench's harness talks to one server)."""
+    return own_redis.url
+
+
+@pytest.fixture
+def gateway(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     monkeypatch.setattr(webhooks, "SECONDS", 2.0)
     monkeypatch.setattr(webhooks, "CONNECTIONS", 8)
     with webhooks._gateway(redis_url) as server:

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from app.store import connect
 from app.store.conversions import ConversionStore, StreamEntry, dead_key, delayed_key, pending_key, stream_key
+from tests.redis_shapes import primary_clients, with_client_name
 
 BODY = b'{"orderId":"x","conversions":[{"productId":"A","searchLogId":"log_a"}]}'
 
@@ -77,9 +78,9 @@ async def _taken_over(store: ConversionStore, shop: str, order_id: str) -> tuple
     Returns worker 1's entry and worker 2's (the same stream entry, held twice)."""
     assert await store.enqueue(shop, order_id, BODY, "generic")
     await store.ensure_group(shop)
-    [entry] = await store.read_new(shop, "w1", 10, 10)
+    [entry] = await store.poll(shop, "w1", 10) or []
     assert await store.begin_attempt(entry) is not None
-    [taken] = await store.reclaim(shop, "w2", 0, 10)
+    [taken] = await store.poll(shop, "w2", 10, reclaim_idle_ms=0) or []
     assert await store.begin_attempt(taken) is not None
     return entry, taken
 
@@ -156,15 +157,17 @@ def test_claims_through_dropped_connections_never_answer_duplicate(
     shop, name = "shop_drops", "ngw-claim-drops"
     stop = threading.Event()
 
+    primaries = primary_clients(redis_url)  # on a cluster, the shop's node is one of them
+
     def drop_connections() -> None:
         while not stop.wait(0.01):
-            for entry in redis_client.client_list():
-                if entry.get("name") == name:
-                    redis_client.client_kill_filter(_id=entry["id"])
+            for primary in primaries:
+                for entry in primary.client_list():
+                    if entry.get("name") == name:
+                        primary.client_kill_filter(_id=entry["id"])
 
     async def scenario() -> list[str]:
-        client = connect(redis_url)
-        client.connection_pool.connection_kwargs["client_name"] = name  # so that only these are dropped
+        client = connect(with_client_name(redis_url, name))  # so that only these are dropped
         try:
             store = ConversionStore(client)
 
@@ -188,6 +191,8 @@ def test_claims_through_dropped_connections_never_answer_duplicate(
     finally:
         stop.set()
         dropper.join()
+        for primary in primaries:
+            primary.close()
     accepted, errors = outcomes.count("accepted"), outcomes.count("error")
     assert accepted + errors == len(outcomes)  # and so no "duplicate"
     assert accepted > len(outcomes) // 2  # the drops did not stop the claims

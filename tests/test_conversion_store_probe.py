@@ -18,7 +18,7 @@ async def _paused_order(store: ConversionStore) -> None:
     """P-1 accepted, attempted once by a worker, then refused with a 401: it waits in the delayed set."""
     assert await store.enqueue(SHOP, "P-1", BODY, "generic")
     await store.ensure_group(SHOP)
-    [entry] = await store.read_new(SHOP, "w1", 10, 10)
+    [entry] = await store.poll(SHOP, "w1", 10) or []
     assert await store.begin_attempt(entry) is not None
     assert await store.pause(SHOP, "P-1", entry.entry_id, "HTTP 401: invalid key", 1)
 

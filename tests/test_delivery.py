@@ -23,7 +23,7 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from app.conversions.worker import HOUSEKEEPING_SECONDS, MAX_ROUNDS, READ_BLOCK_MS
+from app.conversions.worker import HOUSEKEEPING_SECONDS, MAX_ROUNDS
 from app.main import create_app
 from app.sandbox import Fault, Sandbox, SandboxShop, create_sandbox
 from app.store.conversions import dead_key, order_key, paused_key, pending_key, stream_key
@@ -306,11 +306,12 @@ def test_auth_failure_pauses_the_shop_and_a_probe_resumes_it(
     client = gateway()
     post_shopify(client, shopify_order(1, clicks=CLICKS))
     wait_for(lambda: redis_client.exists(paused_key(SHOP_ID)) == 1, "pause")
-    assert metric("neuroon_gateway_delivery_paused", {"shop": SHOP_ID}) == 1
-    # Once the worker has seen the pause (it looks at least every housekeeping interval and read
-    # block), an order accepted meanwhile waits: nothing is dropped, nothing is sent before the
-    # probe succeeds, however short the probe interval (0.2 s here, under the housekeeping interval).
-    time.sleep(HOUSEKEEPING_SECONDS + READ_BLOCK_MS / 1000 + 0.1)
+    # The gauge is set once the pause's script has answered the worker, a moment after the key exists.
+    wait_for(lambda: metric("neuroon_gateway_delivery_paused", {"shop": SHOP_ID}) == 1, "gauge at 1")
+    # An order accepted meanwhile waits (the worker's look at the shop sees the pause in the same
+    # step as it reads): nothing is dropped, nothing is sent before the probe succeeds, however
+    # short the probe interval (0.2 s here, under the housekeeping interval).
+    time.sleep(HOUSEKEEPING_SECONDS + 0.1)
     post_shopify(client, shopify_order(2, clicks=CLICKS))
     wait_for(lambda: delivered(client, "1") and delivered(client, "2"), "resume and delivery")
     assert live_sandbox.statuses("track_conversion") == [status, status, 200, 200]

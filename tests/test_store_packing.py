@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.exceptions import DataError
 
 from app.store import connect
-from app.store.packing import HiredisConnection, with_hiredis_packing
+from app.store.packing import HiredisConnection, _HiredisPacking, with_hiredis_packing
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("SET", "key", "value"),
@@ -40,20 +42,36 @@ def test_what_redis_py_refuses_is_refused(bad: Any) -> None:
 
 
 def test_every_url_scheme_keeps_its_transport() -> None:
-    for plain in (Connection, SSLConnection, UnixDomainSocketConnection):
+    for plain in (
+        Connection,
+        SSLConnection,
+        UnixDomainSocketConnection,
+        SentinelManagedConnection,
+        SentinelManagedSSLConnection,
+    ):
         packing = with_hiredis_packing(plain)
         assert issubclass(packing, plain)
         assert packing is not plain
 
 
 async def test_the_gateway_s_clients_pack_with_hiredis(redis_url: str) -> None:
+    """Whatever the shape (one server, Sentinel's primary, every Cluster node), every connection the
+    gateway's client opens packs with hiredis."""
     client: aioredis.Redis = connect(redis_url)
     try:
-        assert await client.set("ngw:test:packing", "ünïcödé") is True
-        assert await client.get("ngw:test:packing") == "ünïcödé".encode()
-        connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        await client.connection_pool.release(connection)
-        assert isinstance(connection, HiredisConnection)
+        for shop in ("a", "b", "c", "d"):  # on a cluster, keys on several nodes
+            assert await client.set(f"ngw:test:{{{shop}}}:packing", "ünïcödé") is True
+            assert await client.get(f"ngw:test:{{{shop}}}:packing") == "ünïcödé".encode()
+        opened = _connections(client)
+        assert opened
+        assert all(isinstance(connection, _HiredisPacking) for connection in opened)
     finally:
-        await client.delete("ngw:test:packing")
+        for shop in ("a", "b", "c", "d"):
+            await client.delete(f"ngw:test:{{{shop}}}:packing")
         await client.aclose()
+
+
+def _connections(client: Any) -> list[Any]:
+    if isinstance(client, RedisCluster):
+        return [connection for node in client.get_nodes() for connection in node._connections]
+    return list(client.connection_pool._available_connections)

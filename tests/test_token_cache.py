@@ -61,6 +61,9 @@ async def test_replicas_share_one_token_and_one_signature(redis_url: str, store:
     # Eight "replicas": separate caches with separate Redis connections, racing for the first token.
     clients = [connect(redis_url) for _ in range(8)]
     try:
+        # Replicas that are up: connected (a cluster client has read the slot map), as the race is for the
+        # token, within the token path's short Redis budget, not for a first connection.
+        await asyncio.gather(*(c.ping() for c in clients))
         replicas = [TokenCache(Store(c)) for c in clients]
         before = signatures()
         results = await asyncio.gather(*(r.get(Shop(shop.config)) for r in replicas))

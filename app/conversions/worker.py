@@ -28,13 +28,15 @@ from typing import Protocol, TypeVar
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.cancellation import cancel_and_wait
 from app.conversions import lines
 from app.neuroon.client import RequestTally
 from app.neuroon.errors import NeuroonRateLimited, NeuroonRejected, NeuroonUnavailable
 from app.neuroon.models import ConversionRequest
 from app.settings import Settings
 from app.shops import Shop, ShopRegistry
-from app.store.conversions import ConversionStore, StreamEntry
+from app.store.conversions import WAKE_CHANNEL, ConversionStore, StreamEntry, stream_key
+from app.store.topology import subscriber
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,21 @@ T = TypeVar("T")
 # An order whose delivery rounds keep crashing workers (or keep failing for any reason) ends in the
 # dead-letter list instead of circulating for ever.
 MAX_ROUNDS = 100
-READ_BLOCK_MS = 250
+# An idle worker looks at each shop (one script: pause, due retries, dead workers' entries, new
+# entries) every HOUSEKEEPING_SECONDS, or less often when it serves many shops: at most
+# IDLE_POLLS_PER_SECOND looks per second in all, so that its idle cost does not grow with the
+# number of shops (200 shops: one look per shop every 40 s). New orders do not wait for a look:
+# the script that queues one publishes a wake-up (WAKE_CHANNEL) that every worker listens to.
+# A look that finds work is followed by another at once, until the shop's stream is empty.
 HOUSEKEEPING_SECONDS = 0.25
+IDLE_POLLS_PER_SECOND = 5
+LOOKS_AT_ONCE = 16
 READ_BATCH = 100
 REDIS_BACKOFF_SECONDS = 1.0
+# Consumers of the group that hold nothing and were not heard of for this many leases are removed
+# (each restart leaves one behind); a worker also removes its own when it stops with nothing held.
+PRUNE_IDLE_LEASES = 2
+PRUNE_SECONDS = 600.0
 
 
 class ConversionSender(Protocol):
@@ -107,20 +120,30 @@ class DeliveryWorker:
         self._slot_free = asyncio.Event()
         self._slot_free.set()
         self._stopping = False
+        self._wake = {shop.id: asyncio.Event() for shop in shops}
+        self._shop_of_stream = {stream_key(shop.id): shop.id for shop in shops}
+        self.poll_interval = max(HOUSEKEEPING_SECONDS, len(self._wake) / IDLE_POLLS_PER_SECOND)
+        # Looks at shops in flight at once: with hundreds of shops (all looked at when the worker
+        # starts) they would otherwise exhaust the client's connection pool (redis-py: 100).
+        self._looking = asyncio.Semaphore(LOOKS_AT_ONCE)
 
     # --- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Deliver until cancelled (``drain`` first, to let deliveries in flight finish)."""
         log.info("worker_started", extra={"consumer": self.name, "concurrency": self.concurrency})
-        loops = [asyncio.create_task(self._shop_loop(shop)) for shop in self.shops]
+        shops = list(self.shops)
+        # Phases spread evenly: the shops' regular looks come one after another, not in bursts.
+        loops = [
+            asyncio.create_task(self._shop_loop(shop, (k + 1) / len(shops))) for k, shop in enumerate(shops)
+        ]
         loops.append(asyncio.create_task(self._lease_loop()))
+        loops.append(asyncio.create_task(self._listen()))
         try:
             await asyncio.gather(*loops)
         finally:
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            # Shielded: a second cancellation of ``run`` (see cancel_and_wait) must not cut this short.
+            await asyncio.shield(asyncio.gather(*(cancel_and_wait(t) for t in loops), return_exceptions=True))
 
     async def drain(self, grace: float) -> None:
         """Stop taking work and let deliveries in flight finish (up to ``grace`` seconds).
@@ -129,44 +152,62 @@ class DeliveryWorker:
         restarted) takes it over when its lease runs out, so nothing is lost.
         """
         self._stopping = True
+        for wake in self._wake.values():
+            wake.set()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for shop_id in self._wake:  # our consumer, unless it still holds entries (taken over later)
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.prune_consumers(
+                    shop_id, self.lease_ms * PRUNE_IDLE_LEASES, leaving=self.name
+                )
 
-    async def _shop_loop(self, shop: Shop) -> None:
-        last_reclaim = last_housekeeping = float("-inf")
+    async def _shop_loop(self, shop: Shop, phase: float) -> None:
+        wake = self._wake[shop.id]
+        # Regular looks on a fixed beat (its phase keeps the shops apart); wake-ups come in between.
+        next_look = time.monotonic() + self.poll_interval * phase
+        last_reclaim = last_prune = float("-inf")
         group_ready = False
         while not self._stopping:
             try:
-                if not group_ready:
-                    await self.store.ensure_group(shop.id)
-                    group_ready = True
-                # Housekeeping a few times a second, not per read: under load every read is small.
-                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_SECONDS:
-                    last_housekeeping = time.monotonic()
+                await self._slot_free.wait()
+                wake.clear()
+                reclaim = time.monotonic() - last_reclaim >= max(self.lease_ms / 2000, self.poll_interval)
+                if reclaim:
+                    last_reclaim = time.monotonic()
+                async with self._looking:
+                    if not group_ready:
+                        await self.store.ensure_group(shop.id)
+                        group_ready = True
+                    entries = await self.store.poll(
+                        shop.id,
+                        self.name,
+                        min(self._free(), READ_BATCH),
+                        reclaim_idle_ms=self.lease_ms if reclaim else None,
+                    )
+                if entries is None:  # paused: one worker probes, the others wait
                     paused = await self.store.paused(shop.id)
                     metrics.delivery_paused.labels(shop.id).set(1 if paused else 0)
                     if paused:
                         await self._probe(shop, paused)
-                        await asyncio.sleep(min(HOUSEKEEPING_SECONDS, self.probe_interval))
-                        # Check the pause again before reading anything new, however short the
-                        # probe interval: a paused shop sends nothing but its probe.
-                        last_housekeeping = float("-inf")
-                        continue
-                    await self.store.promote_due(shop.id)
-                await self._slot_free.wait()
-                if time.monotonic() - last_reclaim >= self.lease_ms / 2000:
-                    last_reclaim = time.monotonic()
-                    for entry in await self.store.reclaim(shop.id, self.name, self.lease_ms, self._free()):
-                        self._spawn(shop, entry)
-                    await self._slot_free.wait()
-                entries = await self.store.read_new(
-                    shop.id, self.name, min(self._free(), READ_BATCH), READ_BLOCK_MS
-                )
+                    await asyncio.sleep(
+                        max(self.poll_interval, min(HOUSEKEEPING_SECONDS, self.probe_interval))
+                    )
+                    continue
                 for entry in entries:
                     self._spawn(shop, entry)
+                if time.monotonic() - last_prune >= PRUNE_SECONDS:
+                    last_prune = time.monotonic()
+                    async with self._looking:
+                        await self.store.prune_consumers(shop.id, self.lease_ms * PRUNE_IDLE_LEASES)
+                if not entries:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), max(0.0, next_look - time.monotonic()))
+                    while next_look <= time.monotonic():
+                        next_look += self.poll_interval
             except (RedisError, OSError) as exc:
                 metrics.redis_errors.labels("delivery").inc()
                 log.warning("worker_redis_error", extra={"shop": shop.id, "error": type(exc).__name__})
@@ -174,6 +215,34 @@ class DeliveryWorker:
             except Exception:  # a bug must not stop this shop's deliveries for good
                 log.exception("worker_loop_error", extra={"shop": shop.id})
                 await asyncio.sleep(REDIS_BACKOFF_SECONDS)
+
+    async def _listen(self) -> None:
+        """Wake a shop's loop when an order is queued for it (WAKE_CHANNEL). Pub/sub may drop a message
+        (a reconnection): then the shop's next regular look finds the order, a little later."""
+        lost = False
+        while not self._stopping:
+            pubsub = None
+            try:
+                pubsub = await subscriber(self.store.redis)
+                await pubsub.subscribe(WAKE_CHANNEL)
+                if lost:  # what was queued while we were not listening
+                    for wake in self._wake.values():
+                        wake.set()
+                while not self._stopping:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    shop_id = self._shop_of_stream.get(_text(message["data"]))
+                    if shop_id is not None:
+                        self._wake[shop_id].set()
+            except Exception as exc:  # whatever it is, the regular looks at each shop still find the work
+                lost = True
+                log.warning("worker_wakeups_lost", extra={"error": type(exc).__name__})
+                await asyncio.sleep(REDIS_BACKOFF_SECONDS)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()
 
     async def _lease_loop(self) -> None:
         while True:
@@ -374,6 +443,10 @@ class DeliveryWorker:
 UNSENDABLE = "stored body is unreadable or has no sendable line"
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
 def _conversion(record: dict[str, str]) -> ConversionRequest | None:
     body = record.get("body")
     return None if body is None else lines.queued(body)
@@ -411,6 +484,4 @@ async def running(worker: DeliveryWorker, *, grace: float = 10.0) -> AsyncIterat
         yield worker
     finally:
         await worker.drain(grace)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

@@ -17,7 +17,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from app.store.packing import with_hiredis_packing
+from app.store.redis_url import parse_redis_url
+from app.store.topology import client_for
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +84,18 @@ class StoredToken:
 def connect(url: str, *, socket_timeout: float = 1.0) -> aioredis.Redis:
     """A client with short timeouts: the gateway degrades rather than waits when Redis is slow.
 
+    ``url`` is any REDIS_URL shape (one server, Sentinel, Cluster: app/store/topology.py).
     redis-py's default retries for seconds with backoff; one quick retry is enough to replace a
     connection that Redis closed, and anything longer would stall requests during an outage.
     The delivery worker's client gets a longer ``socket_timeout``: it blocks on stream reads.
     """
-    client = aioredis.Redis.from_url(
-        url,
+    return client_for(
+        parse_redis_url(url),
         socket_connect_timeout=0.5,
         socket_timeout=socket_timeout,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     )
-    pool = client.connection_pool  # connections are made on first use, so the class can still change
-    pool.connection_class = with_hiredis_packing(pool.connection_class)
-    return client
 
 
 class Store:

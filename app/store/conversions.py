@@ -41,8 +41,13 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from app.store import PREFIX
 from app.store.durability import AckDurability
+from app.store.topology import config_per_primary, info_per_primary
 
 GROUP = "workers"
+# Workers subscribe here; a script that puts an order in a shop's stream publishes the stream's key,
+# so that idle workers wake at once instead of polling every shop (classic PUBLISH: on a cluster
+# it reaches every node, so a worker may subscribe on any of them).
+WAKE_CHANNEL = f"{PREFIX}wake"
 ATTRIBUTION_TTL_SECONDS = 7 * 86_400
 IGNORED_TTL_SECONDS = 7 * 86_400
 
@@ -95,6 +100,8 @@ def _count_requests(argv: int) -> str:
 
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+# Wake the workers: the stream KEYS[2] has new work.
+_WAKE = f"redis.call('PUBLISH', '{WAKE_CHANNEL}', KEYS[2])\n"
 # Acknowledge the stream entry ARGV[1] (if any) and delete it: the stream keeps only live work.
 _ACK_ENTRY = """
 if ARGV[1] ~= '' then
@@ -164,6 +171,9 @@ redis.call('HSET', KEYS[1], 'state', 'accepted', 'body', ARGV[2], 'platform', AR
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'skipped', ARGV[6]) end
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
+"""
+    + _WAKE
+    + """
 return {1, 'accepted'}
 """
 )
@@ -285,19 +295,51 @@ return 1
 """
 )
 
-# KEYS: delayed, stream, paused. ARGV: limit. Moves due retries into the stream (not while paused).
-_PROMOTE = (
+# KEYS: stream, delayed, paused. ARGV: consumer, count, reclaim idle ms (or ''), promote limit.
+# A worker's whole look at one shop, in one command: nothing while the shop is paused ({1}); else due
+# retries move into the stream, entries another worker took and stopped renewing (it died) are
+# taken over when asked, and new entries are read, up to count in all ({0, entries}).
+_POLL = (
     _NOW_MS
     + """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('XADD', KEYS[2], '*', 'o', id)
+if redis.call('EXISTS', KEYS[3]) == 1 then return {1} end
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('XADD', KEYS[1], '*', 'o', id)
 end
-return #ids
+local count = tonumber(ARGV[2])
+local entries = {}
+if ARGV[3] ~= '' then
+  entries = redis.call('XAUTOCLAIM', KEYS[1], 'workers', ARGV[1], ARGV[3], '0-0', 'COUNT', count)[2]
+end
+if #entries < count then
+  local read = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[1], 'COUNT', count - #entries,
+    'STREAMS', KEYS[1], '>')
+  if read then
+    for _, entry in ipairs(read[1][2]) do table.insert(entries, entry) end
+  end
+end
+return {0, entries}
 """
 )
+
+# KEYS: stream. ARGV: idle ms, a consumer to remove whatever its idle time (or ''). Removes the
+# group's consumers that hold nothing (a worker that restarted leaves one behind each time). Atomic,
+# so no read can slip between the check and the removal: a removed consumer owned no entry, and a
+# live worker's consumer removed while idle comes back at its next read.
+_PRUNE = """
+local removed = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], 'workers')) do
+  local f = {}
+  for i = 1, #consumer, 2 do f[consumer[i]] = consumer[i + 1] end
+  if f['pending'] == 0 and (f['idle'] >= tonumber(ARGV[1]) or f['name'] == ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'workers', f['name'])
+    removed = removed + 1
+  end
+end
+return removed
+"""
 
 # KEYS: order, stream, pending, dead. ARGV: orderId. A dead letter back into the stream. It starts
 # afresh, rounds included: the worker gives up on an order past MAX_ROUNDS without sending it, and a
@@ -312,6 +354,9 @@ redis.call('HSET', KEYS[1], 'state', 'accepted', 'round', 0, 'rounds', 0, 'repla
 redis.call('HDEL', KEYS[1], 'deadLetteredAt', 'nextAttemptAt')
 redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'acceptedAt') or now, ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'o', ARGV[1])
+"""
+    + _WAKE
+    + """
 return 1
 """
 )
@@ -327,6 +372,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 )
+
+# KEYS: pending, paused, dead. Queue depth, oldest accepted time (ms, false when empty), paused,
+# dead letters, and the server's TIME (seconds, microseconds).
+_STATS = """
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local t = redis.call('TIME')
+return {redis.call('ZCARD', KEYS[1]), oldest[2] or false, redis.call('EXISTS', KEYS[2]),
+  redis.call('ZCARD', KEYS[3]), t[1], t[2]}
+"""
 
 # KEYS: attribution hash. ARGV: ttl, then field/value pairs.
 _PUT_CLICKS = """
@@ -414,8 +468,11 @@ class _GroupCommit:
             return [await self._script(keys=keys, args=args)]
         async with self._client.pipeline(transaction=False) as pipe:
             # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS per execute.
+            # Through execute_command: a cluster pipeline refuses ``pipe.evalsha`` (it cannot tell its
+            # keys), yet routes this command by the keys it names, one sub-pipeline per node; every
+            # call's keys share one shop's hash tag, so one slot.
             for keys, args, _ in batch:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
             if durability and plan:
                 # In the same pipeline: WAIT and WAITAOF cover the writes of their own connection only.
                 durability.add_wait(pipe, plan)
@@ -472,10 +529,12 @@ class ConversionStore:
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._pause = client.register_script(_PAUSE)
         self._probe_failed = client.register_script(_PROBE_FAILED)
-        self._promote = client.register_script(_PROMOTE)
+        self._poll = client.register_script(_POLL)
+        self._prune = client.register_script(_PRUNE)
         self._replay = client.register_script(_REPLAY)
         self._drop = client.register_script(_DROP)
         self._put_clicks = client.register_script(_PUT_CLICKS)
+        self._stats = client.register_script(_STATS)
 
     # --- intake ------------------------------------------------------------------------
 
@@ -541,18 +600,23 @@ class ConversionStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read_new(self, shop_id: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        reply: Any = await self.redis.xreadgroup(
-            GROUP, consumer, {stream_key(shop_id): ">"}, count=count, block=block_ms
+    async def poll(
+        self, shop_id: str, consumer: str, count: int, *, reclaim_idle_ms: int | None = None
+    ) -> list[StreamEntry] | None:
+        """Work for ``consumer``: due retries promoted, then (with ``reclaim_idle_ms``) entries idle that
+        long taken over, then new entries; at most ``count``. None while the shop is paused."""
+        reply: Any = await self._poll(
+            keys=[stream_key(shop_id), delayed_key(shop_id), paused_key(shop_id)],
+            args=[consumer, count, "" if reclaim_idle_ms is None else reclaim_idle_ms, 500],
         )
-        return self._entries(shop_id, reply[0][1] if reply else [])
-
-    async def reclaim(self, shop_id: str, consumer: str, idle_ms: int, count: int) -> list[StreamEntry]:
-        """Entries another worker took and stopped renewing (it died): they are ours now."""
-        reply: Any = await self.redis.xautoclaim(
-            stream_key(shop_id), GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
-        )
+        if reply[0] == 1:
+            return None
         return self._entries(shop_id, reply[1])
+
+    async def prune_consumers(self, shop_id: str, idle_ms: int, *, leaving: str = "") -> int:
+        """Remove the consumers holding no entry and idle for ``idle_ms`` (and ``leaving``, if it holds
+        none: a worker that stops); how many were removed."""
+        return int(await self._prune(keys=[stream_key(shop_id)], args=[idle_ms, leaving]))
 
     async def renew(self, shop_id: str, consumer: str, entry_ids: Sequence[str]) -> None:
         """Reset the idle time of entries we are working on, so nobody reclaims them."""
@@ -567,11 +631,13 @@ class ConversionStore:
             )
 
     @staticmethod
-    def _entries(shop_id: str, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[StreamEntry]:
+    def _entries(shop_id: str, raw: list[list[Any]]) -> list[StreamEntry]:
+        """Entries as a script returns them: [id, [field, value, …]]; a deleted one has no fields."""
         entries = []
         for entry_id, fields in raw:
-            if fields and b"o" in fields:
-                entries.append(StreamEntry(shop_id, _text(entry_id), _text(fields[b"o"])))
+            order = _record(fields or []).get("o")
+            if order is not None:
+                entries.append(StreamEntry(shop_id, _text(entry_id), order))
         return entries
 
     async def begin_attempt(self, entry: StreamEntry) -> dict[str, str] | None:
@@ -668,13 +734,6 @@ class ConversionStore:
     async def acquire_probe(self, shop_id: str, owner: str, ttl_ms: int) -> bool:
         return bool(await self.redis.set(probe_key(shop_id), owner, nx=True, px=ttl_ms))
 
-    async def promote_due(self, shop_id: str, limit: int = 500) -> int:
-        return int(
-            await self._promote(
-                keys=[delayed_key(shop_id), stream_key(shop_id), paused_key(shop_id)], args=[limit]
-            )
-        )
-
     async def next_delayed(self, shop_id: str) -> str | None:
         ids: Any = await self.redis.zrange(delayed_key(shop_id), 0, 0)
         return _text(ids[0]) if ids else None
@@ -696,16 +755,14 @@ class ConversionStore:
         return {_text(k): _text(v) for k, v in raw.items()} or None
 
     async def stats(self, shop_id: str) -> QueueStats:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(pending_key(shop_id))
-            pipe.zrange(pending_key(shop_id), 0, 0, withscores=True)
-            pipe.exists(paused_key(shop_id))
-            pipe.zcard(dead_key(shop_id))
-            pipe.time()
-            depth, oldest, paused, dead, (seconds, micros) = await pipe.execute()
+        # One script: the shop's keys and the clock of the node that owns them (on a cluster, a
+        # pipeline cannot carry TIME, and another node's clock is not the one that stamped the orders).
+        depth, oldest, paused, dead, seconds, micros = await self._stats(
+            keys=[pending_key(shop_id), paused_key(shop_id), dead_key(shop_id)], args=[]
+        )
         return QueueStats(
             depth=int(depth),
-            oldest_accepted_ms=int(oldest[0][1]) if oldest else None,
+            oldest_accepted_ms=int(oldest) if oldest else None,
             paused=bool(paused),
             dead_letters=int(dead),
             server_time_ms=int(seconds) * 1000 + int(micros) // 1000,
@@ -738,24 +795,29 @@ class ConversionStore:
     # --- durability --------------------------------------------------------------------
 
     async def durability_problems(self) -> list[str]:
-        """Reasons the server could silently lose queued conversions (empty when it cannot tell)."""
+        """Reasons the server could silently lose queued conversions (empty when it cannot tell).
+        On a cluster every primary is asked, and a problem names the node it was found on."""
         problems = []
-        memory = await self.redis.info("memory")
-        policy = _text(memory.get("maxmemory_policy", "noeviction"))
-        if policy != "noeviction":
-            problems.append(
-                f"maxmemory-policy is {policy}: queued conversions may be evicted (use noeviction)"
-            )
-        persistence = await self.redis.info("persistence")
-        if not int(persistence.get("aof_enabled", 0)):
-            problems.append(
-                "appendonly is off: conversions queued since the last snapshot are lost if Redis restarts "
-                "(set appendonly yes)"
-            )
-            try:
-                save = (await self.redis.config_get("save")).get("save")
-            except ResponseError:  # managed services often refuse CONFIG
-                save = None
-            if save == "":
-                problems.append("no persistence at all: neither AOF nor RDB snapshots are configured")
+        memory = await info_per_primary(self.redis, "memory")
+        persistence = await info_per_primary(self.redis, "persistence")
+        for node, info in memory.items():
+            where = "" if node == "primary" else f"{node}: "
+            policy = _text(info.get("maxmemory_policy", "noeviction"))
+            if policy != "noeviction":
+                problems.append(
+                    f"{where}maxmemory-policy is {policy}: queued conversions may be evicted (use noeviction)"
+                )
+            if not int(persistence.get(node, {}).get("aof_enabled", 0)):
+                problems.append(
+                    f"{where}appendonly is off: conversions queued since the last snapshot are lost if Redis "
+                    "restarts (set appendonly yes)"
+                )
+                try:
+                    save = (await config_per_primary(self.redis, "save")).get(node)
+                except ResponseError:  # managed services often refuse CONFIG
+                    save = None
+                if save == "":
+                    problems.append(
+                        f"{where}no persistence at all: neither AOF nor RDB snapshots are configured"
+                    )
         return problems

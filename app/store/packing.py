@@ -21,6 +21,7 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 from redis.exceptions import DataError
 
 
@@ -59,14 +60,24 @@ class HiredisUnixDomainSocketConnection(_HiredisPacking, UnixDomainSocketConnect
     pass
 
 
+class HiredisSentinelConnection(_HiredisPacking, SentinelManagedConnection):
+    pass
+
+
+class HiredisSentinelSSLConnection(_HiredisPacking, SentinelManagedSSLConnection):
+    pass
+
+
 _PACKING_CLASS: dict[type[AbstractConnection], type[AbstractConnection]] = {
     Connection: HiredisConnection,
     SSLConnection: HiredisSSLConnection,
     UnixDomainSocketConnection: HiredisUnixDomainSocketConnection,
+    SentinelManagedConnection: HiredisSentinelConnection,
+    SentinelManagedSSLConnection: HiredisSentinelSSLConnection,
 }
 
 
 def with_hiredis_packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
     """The class with hiredis packing for the class redis-py chose for a URL (redis://, rediss://,
-    unix://); any other class is kept as it is."""
+    unix://, a Sentinel's primary, a Cluster's nodes); any other class is kept as it is."""
     return _PACKING_CLASS.get(connection_class, connection_class)

@@ -1,0 +1,135 @@
+"""REDIS_URL: every scheme of interface §2 parsed in one place, and a malformed URL stops every command
+with exit 2 naming REDIS_URL, never echoing the URL or any piece of its password."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import traceback
+from pathlib import Path
+
+import pytest
+
+from app.settings import ConfigError, load_settings
+from app.store.redis_url import RedisUrlError, parse_redis_url
+from tests.conftest import CANARY_KEY, SHOP_ID
+from tests.support import GATEWAY, clean_env
+
+
+def test_every_scheme_of_the_interface_is_understood() -> None:
+    one = parse_redis_url("redis://user:p%40ss@cache.internal:6380/2")
+    assert (one.shape, one.tls, one.nodes, one.db) == ("server", False, (("cache.internal", 6380),), 2)
+    assert (one.options["username"], one.options["password"]) == ("user", "p@ss")
+    assert parse_redis_url("rediss://:pw@cache").tls
+    assert parse_redis_url("rediss://:pw@cache").nodes == (("cache", 6379),)
+    unix = parse_redis_url("unix:///run/redis.sock?db=3")
+    assert (unix.shape, unix.db, unix.nodes) == ("server", 3, ())
+
+    sentinel = parse_redis_url("redis+sentinel://:pw@s1:26379,s2,[::1]:26380/mymaster/1")
+    assert sentinel.shape == "sentinel"
+    assert not sentinel.tls
+    assert sentinel.nodes == (("s1", 26379), ("s2", 26379), ("::1", 26380))
+    assert (sentinel.service, sentinel.db, sentinel.options["password"]) == ("mymaster", 1, "pw")
+    assert parse_redis_url("rediss+sentinel://s1:26379/mymaster").tls
+
+    cluster = parse_redis_url("redis+cluster://u:pw@n1:7000,n2:7001")
+    assert (cluster.shape, cluster.nodes) == ("cluster", (("n1", 7000), ("n2", 7001)))
+    tls_cluster = parse_redis_url("rediss+cluster://n1:7000?ssl_cert_reqs=none")
+    assert tls_cluster.tls
+    assert tls_cluster.options["ssl_cert_reqs"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://{pw}@cache:6379", "unknown scheme"),
+        ("redis//:{pw}@cache:6379", "unknown scheme"),
+        ("redis://:{pw}@cache:port", "port"),
+        ("redis://user:{pw}:more@cache:70000", "port"),
+        ("redis://:{pw}@cache:6379/zero", "database"),
+        ("redis://:{pw}@a:1,b:2", "one host"),
+        ("redis://:{pw}@cache:6379?passwd={pw}", "unknown query option"),
+        ("redis://:{pw}@cache:6379?db={pw}", "query options"),
+        ("redis+sentinel://:{pw}@s1:26379", "service"),
+        ("redis+sentinel://:{pw}@s1:26379,/mymaster", "host is missing"),
+        ("redis+sentinel://:{pw}@s1:26379/mymaster/1/2", "form"),
+        ("redis+cluster://:{pw}@n1:7000/3", "database 0"),
+        ("redis+cluster://:{pw}@n1:7000?timeout=3", "Cluster URL takes no"),
+        ("unix://:{pw}@relative/path.sock", "absolute path"),
+        ("redis://:{pw}@[::1:6379", "IPv6"),
+        ("redis://:{pw}@cache#{pw}", "fragment"),
+    ],
+)
+def test_a_malformed_url_is_described_without_quoting_it(url: str, reason: str) -> None:
+    password = secrets.token_hex(12)
+    with pytest.raises(RedisUrlError) as raised:
+        parse_redis_url(url.format(pw=password))
+    assert reason in str(raised.value)
+    assert not _leaks(str(raised.value), password)
+    # Nor in a traceback: redis-py's or urllib's own error (which may quote the URL) is not chained.
+    assert not _leaks("".join(traceback.format_exception(raised.value)), password)
+
+
+def test_settings_name_redis_url_and_never_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    password = secrets.token_hex(12)
+    monkeypatch.setenv("REDIS_URL", f"redis+sentinel://:{password}@s1:26379")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None)
+    assert str(raised.value).startswith("REDIS_URL: ")
+    assert not _leaks(str(raised.value), password)
+
+
+def test_the_target_never_shows_its_password() -> None:
+    password = secrets.token_hex(12)
+    target = parse_redis_url(f"redis+cluster://user:{password}@n1:7000")
+    assert not _leaks(repr(target) + str(target), password)
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+@pytest.mark.parametrize(
+    "command", [["serve"], ["worker"], ["token"], ["dlq", "list"], ["catalog", "delete", "X"]]
+)
+def test_every_command_exits_2_naming_redis_url(tmp_path: Path, command: list[str], log_format: str) -> None:
+    password = secrets.token_hex(12)
+    for url in (f"redis://admin:{password}@cache:63791x/0", f"redis+sentinel://:{password}@s1:26379"):
+        result = subprocess.run(
+            [GATEWAY, *command],
+            env=clean_env(
+                NEUROON_SHOP_ID=SHOP_ID,
+                NEUROON_API_KEY=CANARY_KEY,
+                REDIS_URL=url,
+                GATEWAY_LOG_FORMAT=log_format,
+            ),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, output
+        assert "REDIS_URL" in output
+        assert "Traceback" not in output
+        assert not _leaks(output, password)
+        assert "admin" not in output
+        assert "cache" not in output
+
+
+def test_a_malformed_url_in_a_dotenv_file_exits_2_too(tmp_path: Path) -> None:
+    password = secrets.token_hex(12)
+    (tmp_path / ".env").write_text(f"REDIS_URL=redis+cluster://:{password}@n1:7000/5\n", encoding="utf-8")
+    result = subprocess.run(
+        [GATEWAY, "worker"],
+        env=clean_env(NEUROON_SHOP_ID=SHOP_ID, NEUROON_API_KEY=CANARY_KEY),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr
+    assert not _leaks(result.stdout + result.stderr, password)
+
+
+def _leaks(text: str, password: str) -> bool:
+    """Whether any 6 consecutive characters of the (random, 24 hex digits) password appear in ``text``."""
+    return any(password[i : i + 6] in text for i in range(len(password) - 5))
