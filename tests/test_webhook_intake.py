@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from app.embedded_redis import free_port
 from app.main import create_app
 from app.store.conversions import order_key, pending_key, stream_key
-from tests.conftest import CANARY_KEY, SHOP_ID, SettingsFactory
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
 from tests.webhooks import (
     SHOPIFY_SECRET,
     STANDARD_SECRET,
@@ -206,7 +206,9 @@ def test_clicks_posted_for_the_cart_token_attribute_the_order(
     webhook_client: TestClient, redis_client: redis.Redis
 ) -> None:
     posted = webhook_client.post(
-        "/v1/attribution", json={"cartToken": "cart-abc", "clicks": {"GLOVES-M": "log_gloves"}}
+        "/v1/attribution",
+        json={"cartToken": "cart-abc", "clicks": {"GLOVES-M": "log_gloves"}},
+        headers={"Origin": SHOP_URL},
     )
     assert posted.status_code == 204
     response = post_shopify(
@@ -223,7 +225,11 @@ def test_clicks_posted_for_the_cart_token_attribute_the_order(
 def test_payload_attribution_wins_over_posted_clicks(
     webhook_client: TestClient, redis_client: redis.Redis
 ) -> None:
-    webhook_client.post("/v1/attribution", json={"cartToken": "cart-abc", "clicks": {"WAX-01": "log_old"}})
+    webhook_client.post(
+        "/v1/attribution",
+        json={"cartToken": "cart-abc", "clicks": {"WAX-01": "log_old"}},
+        headers={"Origin": SHOP_URL},
+    )
     post_shopify(webhook_client, shopify_order(clicks={"WAX-01": "log_new"}, cart_token="cart-abc"))
     assert queued(redis_client, "6200407294252")["conversions"][0]["searchLogId"] == "log_new"
 
@@ -547,6 +553,7 @@ def test_woocommerce_cart_hash_joins_posted_clicks(
     webhook_client.post(
         "/v1/attribution",
         json={"cartToken": "9ef751eb3a1c4b7e8b51e0a2c0f44b9a", "clicks": {"CAP-1": "log_cap"}},
+        headers={"Origin": SHOP_URL},
     )
     assert post_woo(webhook_client, woocommerce_order()).json()["status"] == "accepted"
     assert queued(redis_client, "897")["conversions"][0]["searchLogId"] == "log_cap"
@@ -690,5 +697,7 @@ def test_redis_down_is_a_503_that_the_platform_retries(make_settings: SettingsFa
         response = post_shopify(client, shopify_order(clicks=CLICKS))
         assert response.status_code == 503
         assert response.json()["error"] == "unavailable"
-        posted = client.post("/v1/attribution", json={"cartToken": "c", "clicks": {"A": "log"}})
+        posted = client.post(
+            "/v1/attribution", json={"cartToken": "c", "clicks": {"A": "log"}}, headers={"Origin": SHOP_URL}
+        )
         assert posted.status_code == 503

@@ -56,7 +56,7 @@ async def generic_webhook(request: Request, state: StateDep) -> dict[str, Any]:
     tags=["attribution"],
     responses={
         400: {"description": "malformed_payload"},
-        403: {"description": "origin_not_allowed"},
+        403: {"description": "origin_required (no Origin header) or origin_not_allowed"},
         413: {"description": "payload_too_large"},
         415: {"description": "unsupported_media_type"},
         429: {"description": "rate_limited, with Retry-After"},
@@ -66,6 +66,10 @@ async def post_attribution(
     request: Request, state: StateDep, shop_id: str | None = Query(None, alias="shopId", max_length=128)
 ) -> Response:
     origin = request.headers.get("origin")
+    if origin is None:
+        # Every browser sends Origin on a POST, so only scripts omit it: the shopper's clicks come
+        # from the storefront's pages (a server has the order webhook's clicks and attributes).
+        raise GatewayError(403, "origin_required", "POST /v1/attribution needs the storefront's Origin")
     shop = state.shops.resolve(shop_id, origin)
     check_origin(shop, origin)
     await state.attribution_limiter.enforce(
