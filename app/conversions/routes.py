@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from app.clientaddress import client_of
 from app.conversions import attribution, intake
 from app.cors import check_origin, cors_headers, preflight_headers
 from app.deps import StateDep
@@ -72,12 +73,7 @@ async def post_attribution(
         raise GatewayError(403, "origin_required", "POST /v1/attribution needs the storefront's Origin")
     shop = state.shops.resolve(shop_id, origin)
     check_origin(shop, origin)
-    await state.attribution_limiter.enforce(
-        request.client.host if request.client else None,
-        request.headers.get("x-forwarded-for"),
-        state.settings.gateway_trusted_proxies,
-        "attribution",
-    )
+    await state.attribution_limiter.enforce(client_of(request.scope, state.settings), "attribution")
     body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
     await attribution.remember(
         state.conversions, state.intake.deadline, shop, request.headers, body, request.cookies
