@@ -47,6 +47,17 @@ async def generic_webhook(request: Request, state: StateDep) -> dict[str, Any]:
     return await intake.receive_generic(state.intake, request.headers, body)
 
 
+@router.post(
+    "/v1/webhooks/orders/{shop_id}",
+    summary="Generic order webhook of one shop (Standard Webhooks)",
+    description="Only this shop's secrets are tried: the URL to give each shop when several are configured.",
+    responses=_RESPONSES,
+)
+async def generic_webhook_of_shop(request: Request, state: StateDep, shop_id: str) -> dict[str, Any]:
+    body = await intake.read_body(request.receive, request.headers, state.settings.gateway_webhook_max_bytes)
+    return await intake.receive_generic(state.intake, request.headers, body, shop_id)
+
+
 # --- storefront attribution -----------------------------------------------------------------
 
 
