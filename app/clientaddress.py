@@ -15,7 +15,7 @@ by a trick another one sees through.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 IPV6_CLIENT_PREFIX = 64
+MAX_HOPS = 32
 
 
 def client_key(peer: str | None, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:
@@ -55,18 +56,30 @@ def _client(
     address = _ip(peer)
     if address is None or not trusted or not _is_trusted(address, trusted):
         return address
-    hops = [hop for line in lines for hop in line.split(",")]
-    for hop in reversed(hops):
-        hop = hop.strip()
-        if not hop:
-            continue
-        ip = _ip(hop)
+    for hop in _hops_from_the_right(list(lines)):
+        ip = _ip(hop.strip())
         if ip is None:
             return address  # a garbled entry: the last trusted hop is the best we know
         if not _is_trusted(ip, trusted):
             return ip
         address = ip
     return address
+
+
+def _hops_from_the_right(lines: list[str]) -> Iterator[str]:
+    """The last MAX_HOPS entries of the X-Forwarded-For lines, right to left, blanks skipped.
+
+    Only the right end is read (rsplit with a bound): a chain of trusted proxies longer than
+    MAX_HOPS is not a deployment, and a header of thousands of entries costs no more than that.
+    """
+    left = MAX_HOPS
+    for line in reversed(lines):
+        for hop in reversed(line.rsplit(",", left)[-left:]):
+            if hop.strip():
+                yield hop
+            left -= 1
+            if left == 0:
+                return
 
 
 def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
