@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -25,10 +28,11 @@ from app.cors import check_origin
 from app.errors import GatewayError
 from app.main import create_app
 from app.shops import ShopRegistry
-from tests.conftest import SHOP_URL, SettingsFactory, make_shop
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory, make_shop
 from tests.linear import assert_linear
+from tests.support import run_gateway
+from tests.webhooks import SHOPIFY_SECRET, encode, shopify_headers, shopify_order
 from tests.webhooks import STANDARD_SECRET as SECRET
-from tests.webhooks import encode, shopify_headers, shopify_order
 
 
 def fill(unit: str, n: int, prefix: str = "") -> str:
@@ -77,8 +81,6 @@ def test_parse_clicks_is_linear(shape: str) -> None:
 
 @pytest.fixture
 def app_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
-    from tests.webhooks import SHOPIFY_SECRET
-
     settings = make_settings(
         shopify_webhook_secret=SHOPIFY_SECRET,
         gateway_run_worker=False,
@@ -277,3 +279,67 @@ def test_hostile_headers_through_the_app_are_linear(app_client: TestClient, head
         return call
 
     assert_linear(get, HEADER_LIMIT, f"{header} on the token endpoint")
+
+
+# --- the running server: the issue's reproduction --------------------------------------------
+
+
+def test_a_hostile_clicks_value_never_stalls_the_server(
+    redis_url: str, redis_client: object, tmp_path: Path
+) -> None:
+    """`"\\` repeated as the cookie (24 KiB) and as a signed Shopify cart attribute (64 KiB; 17 s
+    before the fix) is answered in under 2 s, while /livez keeps answering in under 1 s."""
+    env = {
+        "NEUROON_SHOP_ID": SHOP_ID,
+        "NEUROON_API_KEY": CANARY_KEY,
+        "NEUROON_SHOP_URL": SHOP_URL,
+        "REDIS_URL": redis_url,
+        "SHOPIFY_WEBHOOK_SECRET": SHOPIFY_SECRET,
+    }
+    # The cart attribute at the full 64 KiB; the cookie within the server's header limit (32 KiB,
+    # app/server.py), where the old parser still took seconds.
+    value = HOSTILE["quote-backslash"](MAX_RAW_LENGTH)
+    cookie_value = HOSTILE["quote-backslash"](24 * 1024)
+    body = encode(shopify_order(note_value=value))
+    livez: list[float] = []
+    with run_gateway(["serve"], env, tmp_path) as gateway, httpx.Client(base_url=gateway.base_url) as http:
+        done = threading.Event()
+
+        def watch() -> None:
+            with httpx.Client(base_url=gateway.base_url) as probe:
+                while not done.is_set():
+                    started = time.monotonic()
+                    probe.get("/livez", timeout=30)
+                    livez.append(time.monotonic() - started)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        deadline = time.monotonic() + 30
+        while not livez and time.monotonic() < deadline:  # probing before the hostile requests start
+            time.sleep(0.01)
+        try:
+            took = []
+            cookie_headers = {
+                "Content-Type": "application/json",
+                "Origin": SHOP_URL,
+                "Cookie": f"neuroon_clicks={cookie_value}",
+            }
+            for _ in range(3):
+                started = time.monotonic()
+                cookie = http.post(
+                    "/v1/attribution", content=b'{"cartToken":"c"}', headers=cookie_headers, timeout=30
+                )
+                took.append(time.monotonic() - started)
+                assert cookie.status_code == 204
+                started = time.monotonic()
+                webhook = http.post(
+                    "/v1/webhooks/shopify", content=body, headers=shopify_headers(body), timeout=30
+                )
+                took.append(time.monotonic() - started)
+                assert webhook.status_code == 200
+        finally:
+            done.set()
+            watcher.join()
+    assert max(took) < 2, took
+    assert livez
+    assert max(livez) < 1, max(livez)
