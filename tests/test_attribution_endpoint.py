@@ -213,6 +213,8 @@ def test_clicks_none_of_which_has_a_known_shape_are_a_400(
     response = client.post("/v1/attribution", json={"cartToken": "c", "clicks": {"A": "log a"}})
     assert response.status_code == 400
     assert response.json()["error"] == "malformed_payload"
+    # Readable by the storefront's script (attribution.js does not resend a refused value).
+    assert response.headers["access-control-allow-origin"] == SHOP_URL
     assert stored(redis_client, "c") == {}
 
 

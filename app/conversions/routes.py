@@ -84,11 +84,17 @@ async def post_attribution(
         raise GatewayError(403, "origin_required", "POST /v1/attribution needs the storefront's Origin")
     shop = state.shops.resolve(shop_id, origin)
     check_origin(shop, origin)
-    await state.attribution_limiter.enforce(client_of(request.scope, state.settings), "attribution")
-    body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
-    await attribution.remember(
-        state.conversions, state.intake.deadline, shop, request.headers, body, request.cookies
-    )
+    try:
+        await state.attribution_limiter.enforce(client_of(request.scope, state.settings), "attribution")
+        body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
+        await attribution.remember(
+            state.conversions, state.intake.deadline, shop, request.headers, body, request.cookies
+        )
+    except GatewayError as exc:
+        # The storefront's script must be able to read a refusal (a 400 is final, a 429 is not):
+        # without CORS headers the browser hides every error behind a network failure.
+        exc.headers.update(cors_headers(origin))
+        raise
     return Response(status_code=204, headers=cors_headers(origin))
 
 
