@@ -14,7 +14,6 @@ requests through rather than turning a Redis outage into an outage of the storef
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -64,11 +63,10 @@ class RateLimiter:
         self._clients: dict[str, _Window] = {}
         self._current_window = 0
 
-    async def enforce(
-        self, peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...], what: str
-    ) -> None:
-        """Count a request of the client behind ``peer``; raise 429 with Retry-After when over the limit."""
-        wait = await self.hit(client_address(peer, forwarded_for, trusted))
+    async def enforce(self, client: str, what: str) -> None:
+        """Count a request of ``client`` (app.clientaddress.client_key); raise 429 with Retry-After
+        when over the limit."""
+        wait = await self.hit(client)
         if wait is not None:
             raise GatewayError(
                 429,
@@ -128,36 +126,3 @@ class RateLimiter:
         state.known_total = max(state.known_total, total)
         state.in_flight = 0
         state.last_sync = self._mono()
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
-    """The client's address: the peer, unless the peer is a trusted proxy.
-
-    Behind trusted proxies, walk X-Forwarded-For from the right and take the first address that
-    is not itself a trusted proxy: entries to its left were written by the client and prove nothing.
-    """
-    address = peer or "unknown"
-    if not trusted or not forwarded_for or not _is_trusted(address, trusted):
-        return address
-    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
-        if not hop:
-            continue
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            return address  # a garbled header: fall back to the proxy's own address
-        if not _is_trusted(hop, trusted):
-            return hop
-        address = hop
-    return address
-
-
-def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in trusted)

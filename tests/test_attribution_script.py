@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 import redis
 import uvicorn
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
@@ -43,8 +44,8 @@ def serve(app: Any, port: int) -> uvicorn.Server:
     return server
 
 
-def page(gateway: str, attributes: str) -> str:
-    cookie = quote(json.dumps(CLICKS, separators=(",", ":")), safe="")
+def page(gateway: str, attributes: str, clicks: dict[str, str] = CLICKS) -> str:
+    cookie = quote(json.dumps(clicks, separators=(",", ":")), safe="")
     return f"""<!doctype html><html><head><title>shop</title>
 <script>document.cookie = "neuroon_clicks={cookie}; path=/; SameSite=Lax";</script>
 <script src="{gateway}/v1/attribution.js" {attributes}></script>
@@ -65,6 +66,10 @@ def sites(make_settings: SettingsFactory, redis_client: redis.Redis) -> Iterator
             page(gateway, f'data-platform="other" data-shop-id="{SHOP_ID}" data-cart-token="cart-xyz"')
         )
 
+    async def refused(_: Request) -> HTMLResponse:
+        attributes = f'data-platform="other" data-shop-id="{SHOP_ID}" data-cart-token="cart-bad"'
+        return HTMLResponse(page(gateway, attributes, {"SKU-1": "not an id"}))
+
     async def cart_update(request: Request) -> JSONResponse:
         cart_updates.append(await request.json())
         return JSONResponse({"token": "cart-xyz", "attributes": {}})
@@ -73,6 +78,7 @@ def sites(make_settings: SettingsFactory, redis_client: redis.Redis) -> Iterator
         routes=[
             Route("/shopify", shopify),
             Route("/other", other),
+            Route("/refused", refused),
             Route("/cart/update.js", cart_update, methods=["POST"]),
         ]
     )
@@ -85,11 +91,11 @@ def sites(make_settings: SettingsFactory, redis_client: redis.Redis) -> Iterator
             server.should_exit = True
 
 
-def browse(url: str) -> str:
+def browse(url: str, budget_ms: int = 5000) -> str:
     assert CHROMIUM is not None
     result = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--virtual-time-budget=5000", "--dump-dom", url],
+         f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
         capture_output=True, timeout=90, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
@@ -112,3 +118,13 @@ def test_elsewhere_the_cookie_is_posted_to_the_gateway_with_the_cart_token(
     raw = redis_client.hgetall(attribution_key(SHOP_ID, "cart-xyz"))
     assert {k.decode(): v.decode() for k, v in raw.items()} == CLICKS  # type: ignore[union-attr]
     assert cart_updates == []
+
+
+def test_a_value_the_gateway_refuses_is_not_sent_again(sites: tuple[str, list[Any]]) -> None:
+    # The script re-checks the cookie every 3 s; a 400 for the same value would come back each time.
+    shop_origin, _ = sites
+    labels = {"route": "/v1/attribution", "method": "POST", "status": "400"}
+    before = REGISTRY.get_sample_value("neuroon_gateway_http_requests_total", labels) or 0.0
+    browse(f"{shop_origin}/refused", budget_ms=10_000)
+    after = REGISTRY.get_sample_value("neuroon_gateway_http_requests_total", labels) or 0.0
+    assert after - before == 1

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import SHOP_URL
 from tests.webhooks import (
     encode,
     generic_order,
@@ -75,5 +76,5 @@ def test_no_field_value_makes_a_5xx(
 def test_no_attribution_value_makes_a_5xx(webhook_client: TestClient, field: str) -> None:
     for value in ODD_VALUES:
         body = {"cartToken": "cart-1", "clicks": {"A": "log_a"}} | {field: value}
-        response = webhook_client.post("/v1/attribution", json=body)
+        response = webhook_client.post("/v1/attribution", json=body, headers={"Origin": SHOP_URL})
         assert response.status_code in (204, 400), (field, value, response.text)

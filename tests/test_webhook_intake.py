@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from prometheus_client import REGISTRY
 from app.embedded_redis import free_port
 from app.main import create_app
 from app.store.conversions import order_key, pending_key, stream_key
-from tests.conftest import CANARY_KEY, SHOP_ID, SettingsFactory
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
+from tests.linear import best_time
 from tests.webhooks import (
     SHOPIFY_SECRET,
     STANDARD_SECRET,
@@ -206,7 +208,9 @@ def test_clicks_posted_for_the_cart_token_attribute_the_order(
     webhook_client: TestClient, redis_client: redis.Redis
 ) -> None:
     posted = webhook_client.post(
-        "/v1/attribution", json={"cartToken": "cart-abc", "clicks": {"GLOVES-M": "log_gloves"}}
+        "/v1/attribution",
+        json={"cartToken": "cart-abc", "clicks": {"GLOVES-M": "log_gloves"}},
+        headers={"Origin": SHOP_URL},
     )
     assert posted.status_code == 204
     response = post_shopify(
@@ -223,7 +227,11 @@ def test_clicks_posted_for_the_cart_token_attribute_the_order(
 def test_payload_attribution_wins_over_posted_clicks(
     webhook_client: TestClient, redis_client: redis.Redis
 ) -> None:
-    webhook_client.post("/v1/attribution", json={"cartToken": "cart-abc", "clicks": {"WAX-01": "log_old"}})
+    webhook_client.post(
+        "/v1/attribution",
+        json={"cartToken": "cart-abc", "clicks": {"WAX-01": "log_old"}},
+        headers={"Origin": SHOP_URL},
+    )
     post_shopify(webhook_client, shopify_order(clicks={"WAX-01": "log_new"}, cart_token="cart-abc"))
     assert queued(redis_client, "6200407294252")["conversions"][0]["searchLogId"] == "log_new"
 
@@ -445,12 +453,79 @@ def test_multi_shop_unknown_domain_is_404_and_other_shops_secret_is_401(multi_cl
 
 
 def test_multi_shop_generic_body_must_be_signed_by_the_named_shop(multi_client: TestClient) -> None:
-    # Signed with shop_one's secret but claiming to be shop_two.
+    # Signed with shop_one's secret but claiming to be shop_two: only shop_two's secret is tried.
     response = post_generic(multi_client, generic_order(shop_id="shop_two"))
-    assert response.status_code == 404
-    assert response.json()["error"] == "unknown_shop"
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_signature"
+    unknown = post_generic(multi_client, generic_order(shop_id="shop_nobody"))
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_shop"
+
+
+def test_multi_shop_generic_body_without_shop_id_names_the_url_to_use(multi_client: TestClient) -> None:
     missing = post_generic(multi_client, generic_order(shop_id=None))
-    assert missing.json()["status"] == "accepted"  # only shop_one's secret matches
+    assert missing.status_code == 400
+    assert "/v1/webhooks/orders/{shopId}" in missing.json()["detail"]
+
+
+def post_generic_to(client: TestClient, shop_id: str, payload: Any, **kwargs: Any) -> Any:
+    body = encode(payload)
+    return client.post(
+        f"/v1/webhooks/orders/{shop_id}", content=body, headers=standard_headers(body, **kwargs)
+    )
+
+
+def test_generic_webhook_of_one_shop(multi_client: TestClient, redis_client: redis.Redis) -> None:
+    two = "whsec_dHdvX3N0YW5kYXJkX3NlY3JldA=="
+    accepted = post_generic_to(multi_client, "shop_two", generic_order("G-9", shop_id=None), secret=two)
+    assert accepted.json()["status"] == "accepted"
+    assert queued(redis_client, "G-9", "shop_two")["orderId"] == "G-9"
+    same = post_generic_to(multi_client, "shop_two", generic_order("G-10", shop_id="shop_two"), secret=two)
+    assert same.json()["status"] == "accepted"
+    crossed = post_generic_to(multi_client, "shop_two", generic_order("G-11", shop_id="shop_one"), secret=two)
+    assert crossed.status_code == 404  # the body names another shop than the URL
+    wrong_secret = post_generic_to(multi_client, "shop_two", generic_order("G-12", shop_id=None))
+    assert wrong_secret.status_code == 401
+    unknown = post_generic_to(multi_client, "shop_nobody", generic_order("G-13", shop_id=None))
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "unknown_shop"
+
+
+def test_an_unsigned_body_costs_one_shops_hmac_however_many_shops(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Issue 10 item 9: 50 shops made an unsigned 2 MiB post compute 50 HMACs (157 ms)."""
+
+    def client_with(shops: int) -> TestClient:
+        path = tmp_path / f"shops-{shops}.toml"
+        path.write_text(
+            "".join(
+                f'[[shops]]\nid = "shop_{i}"\napi_key = "sk_{i:032x}"\n'
+                f'webhook_secrets = ["whsec_{base64.b64encode(bytes([i]) * 32).decode()}"]\n'
+                for i in range(shops)
+            )
+        )
+        settings = make_settings(
+            neuroon_shop_id=None,
+            neuroon_api_key=None,
+            neuroon_shop_url=None,
+            gateway_shops_file=path,
+            gateway_run_worker=False,
+        )
+        return TestClient(create_app(settings))
+
+    body = encode(generic_order(shop_id="shop_1") | {"padding": "x" * (2 * 1024 * 1024 - 400)})
+    headers = standard_headers(body, secret="whsec_" + base64.b64encode(b"\0" * 32).decode())
+
+    def unsigned_posts(client: TestClient) -> Callable[[], object]:
+        def post() -> None:
+            assert client.post("/v1/webhooks/orders", content=body, headers=headers).status_code == 401
+
+        return post
+
+    with client_with(2) as two, client_with(50) as fifty:
+        ratio = best_time(unsigned_posts(fifty)) / best_time(unsigned_posts(two))
+    assert ratio < 3, f"50 shops cost {ratio:.1f}x what 2 shops cost"
 
 
 # --- WooCommerce --------------------------------------------------------------------------
@@ -547,6 +622,7 @@ def test_woocommerce_cart_hash_joins_posted_clicks(
     webhook_client.post(
         "/v1/attribution",
         json={"cartToken": "9ef751eb3a1c4b7e8b51e0a2c0f44b9a", "clicks": {"CAP-1": "log_cap"}},
+        headers={"Origin": SHOP_URL},
     )
     assert post_woo(webhook_client, woocommerce_order()).json()["status"] == "accepted"
     assert queued(redis_client, "897")["conversions"][0]["searchLogId"] == "log_cap"
@@ -690,5 +766,7 @@ def test_redis_down_is_a_503_that_the_platform_retries(make_settings: SettingsFa
         response = post_shopify(client, shopify_order(clicks=CLICKS))
         assert response.status_code == 503
         assert response.json()["error"] == "unavailable"
-        posted = client.post("/v1/attribution", json={"cartToken": "c", "clicks": {"A": "log"}})
+        posted = client.post(
+            "/v1/attribution", json={"cartToken": "c", "clicks": {"A": "log"}}, headers={"Origin": SHOP_URL}
+        )
         assert posted.status_code == 503

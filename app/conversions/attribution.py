@@ -37,6 +37,15 @@ MAX_RAW_LENGTH = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024
 MAX_CART_TOKEN_LENGTH = 256
 
+# What /v1/attribution stores must look like what the widget writes (README, "Running on the
+# internet"): cart tokens are visible ASCII (Shopify's base64-like tokens, WooCommerce's hex
+# cart_hash); searchLogIds are opaque ids Neuroon issues (`log_…` in its docs, the exact format is
+# not documented), so any id-like token of up to 128 characters passes: letters, digits and the
+# punctuation of UUIDs, base64(url) and prefixed ids. productIds are the merchant's own (SKUs with
+# spaces or accents exist): printable, not blank, at most MAX_KEY_LENGTH characters.
+_CART_TOKEN = re.compile(rf"[!-~]{{1,{MAX_CART_TOKEN_LENGTH}}}")
+_SEARCH_LOG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~+/=-]{0,127}")
+
 # A JSON string literal at a known opening quote, matched possessively: it never backtracks, and
 # _complete_pairs only ever tries it where the previous literal ended, so each character is read
 # a bounded number of times. (A search for a whole `"key": "value"` pattern restarted at every
@@ -132,16 +141,24 @@ async def remember(
     if not isinstance(payload, dict):
         raise GatewayError(400, "malformed_payload", "the body must be a JSON object")
     cart_token = payload.get("cartToken")
-    if not isinstance(cart_token, str) or not 0 < len(cart_token) <= MAX_CART_TOKEN_LENGTH:
+    if not isinstance(cart_token, str) or not _CART_TOKEN.fullmatch(cart_token):
         raise GatewayError(
-            400, "malformed_payload", f"cartToken must be a string of 1-{MAX_CART_TOKEN_LENGTH} characters"
+            400,
+            "malformed_payload",
+            f"cartToken must be 1-{MAX_CART_TOKEN_LENGTH} visible ASCII characters",
         )
-    if not cart_token.isprintable():
-        raise GatewayError(400, "malformed_payload", "cartToken must be printable")
     raw = payload.get("clicks", cookies.get(COOKIE_NAME))
     if raw is not None and not isinstance(raw, (str, dict)):
         raise GatewayError(400, "malformed_payload", "clicks must be an object or the cookie's value")
-    clicks = parse_clicks(raw)
+    parsed = parse_clicks(raw)
+    clicks = {k: v for k, v in parsed.items() if _storable(k, v)}
+    if parsed and not clicks:
+        raise GatewayError(
+            400,
+            "malformed_payload",
+            "no click has the shape of a productId (printable, at most "
+            f"{MAX_KEY_LENGTH} characters) and a searchLogId (an id of at most 128 characters)",
+        )
     if clicks:
         try:
             await deadline.run(lambda: store.put_clicks(shop.id, cart_token, clicks))
@@ -150,6 +167,14 @@ async def remember(
             raise GatewayError(
                 503, "unavailable", "attribution storage is unavailable; retry later"
             ) from None
+
+
+def _storable(product_id: str, search_log_id: str) -> bool:
+    return (
+        product_id.isprintable()
+        and not product_id.isspace()
+        and bool(_SEARCH_LOG_ID.fullmatch(search_log_id))
+    )
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""The order webhooks' fast path: POSTs to the three webhook URLs are answered here, ahead of
+"""The order webhooks' fast path: POSTs to the webhook URLs are answered here, ahead of
 FastAPI's middleware and router, like the widget token (see app/tokens/endpoint.py).
 
 Measured in ``make bench``: routing and dependency solving cost more than the whole intake. The
@@ -8,6 +8,7 @@ other method. The work itself is the same ``intake`` functions either way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,18 @@ RECEIVERS: dict[str, tuple[RouteLabel, Receiver]] = {
     "/v1/webhooks/woocommerce": (RouteLabel("/v1/webhooks/woocommerce"), intake.receive_woocommerce),
     "/v1/webhooks/orders": (RouteLabel("/v1/webhooks/orders"), intake.receive_generic),
 }
+# The generic webhook of one named shop: /v1/webhooks/orders/{shopId}.
+GENERIC_PREFIX = "/v1/webhooks/orders/"
+GENERIC_OF_SHOP = RouteLabel("/v1/webhooks/orders/{shop_id}")
+
+
+def _target(path: str) -> tuple[RouteLabel, Receiver] | None:
+    target = RECEIVERS.get(path)
+    if target is None and path.startswith(GENERIC_PREFIX):
+        shop_id = path[len(GENERIC_PREFIX) :]
+        if shop_id and "/" not in shop_id:
+            return GENERIC_OF_SHOP, functools.partial(intake.receive_generic, shop_id=shop_id)
+    return target
 
 
 class WebhookEndpoint:
@@ -37,7 +50,7 @@ class WebhookEndpoint:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = RECEIVERS.get(scope["path"]) if scope["type"] == "http" else None
+        target = _target(scope["path"]) if scope["type"] == "http" else None
         if target is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from app.clientaddress import client_of
 from app.conversions import attribution, intake
 from app.cors import check_origin, cors_headers, preflight_headers
 from app.deps import StateDep
@@ -46,6 +47,17 @@ async def generic_webhook(request: Request, state: StateDep) -> dict[str, Any]:
     return await intake.receive_generic(state.intake, request.headers, body)
 
 
+@router.post(
+    "/v1/webhooks/orders/{shop_id}",
+    summary="Generic order webhook of one shop (Standard Webhooks)",
+    description="Only this shop's secrets are tried: the URL to give each shop when several are configured.",
+    responses=_RESPONSES,
+)
+async def generic_webhook_of_shop(request: Request, state: StateDep, shop_id: str) -> dict[str, Any]:
+    body = await intake.read_body(request.receive, request.headers, state.settings.gateway_webhook_max_bytes)
+    return await intake.receive_generic(state.intake, request.headers, body, shop_id)
+
+
 # --- storefront attribution -----------------------------------------------------------------
 
 
@@ -56,7 +68,7 @@ async def generic_webhook(request: Request, state: StateDep) -> dict[str, Any]:
     tags=["attribution"],
     responses={
         400: {"description": "malformed_payload"},
-        403: {"description": "origin_not_allowed"},
+        403: {"description": "origin_required (no Origin header) or origin_not_allowed"},
         413: {"description": "payload_too_large"},
         415: {"description": "unsupported_media_type"},
         429: {"description": "rate_limited, with Retry-After"},
@@ -66,18 +78,23 @@ async def post_attribution(
     request: Request, state: StateDep, shop_id: str | None = Query(None, alias="shopId", max_length=128)
 ) -> Response:
     origin = request.headers.get("origin")
+    if origin is None:
+        # Every browser sends Origin on a POST, so only scripts omit it: the shopper's clicks come
+        # from the storefront's pages (a server has the order webhook's clicks and attributes).
+        raise GatewayError(403, "origin_required", "POST /v1/attribution needs the storefront's Origin")
     shop = state.shops.resolve(shop_id, origin)
     check_origin(shop, origin)
-    await state.attribution_limiter.enforce(
-        request.client.host if request.client else None,
-        request.headers.get("x-forwarded-for"),
-        state.settings.gateway_trusted_proxies,
-        "attribution",
-    )
-    body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
-    await attribution.remember(
-        state.conversions, state.intake.deadline, shop, request.headers, body, request.cookies
-    )
+    try:
+        await state.attribution_limiter.enforce(client_of(request.scope, state.settings), "attribution")
+        body = await intake.read_body(request.receive, request.headers, attribution.MAX_BODY_BYTES)
+        await attribution.remember(
+            state.conversions, state.intake.deadline, shop, request.headers, body, request.cookies
+        )
+    except GatewayError as exc:
+        # The storefront's script must be able to read a refusal (a 400 is final, a 429 is not):
+        # without CORS headers the browser hides every error behind a network failure.
+        exc.headers.update(cors_headers(origin))
+        raise
     return Response(status_code=204, headers=cors_headers(origin))
 
 

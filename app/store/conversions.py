@@ -49,6 +49,9 @@ GROUP = "workers"
 # it reaches every node, so a worker may subscribe on any of them).
 WAKE_CHANNEL = f"{PREFIX}wake"
 ATTRIBUTION_TTL_SECONDS = 7 * 86_400
+# Clicks kept per cart. The widget's cookie is cut at 4096 bytes, which holds about 60-80 clicks of
+# realistic ids: a real cart never comes near this, and a hostile one stops growing here.
+MAX_CLICKS_PER_CART = 100
 IGNORED_TTL_SECONDS = 7 * 86_400
 
 
@@ -90,6 +93,11 @@ def ignored_key(shop_id: str, order_id: str) -> str:
 
 def attribution_key(shop_id: str, cart_token: str) -> str:
     return f"{PREFIX}attr:{{{shop_id}}}:{cart_token}"
+
+
+def attribution_order_key(shop_id: str, cart_token: str) -> str:
+    """The recency of each product in the cart's clicks (a sorted set), to keep the newest when full."""
+    return f"{PREFIX}attrorder:{{{shop_id}}}:{cart_token}"
 
 
 def _count_requests(argv: int) -> str:
@@ -382,10 +390,25 @@ return {redis.call('ZCARD', KEYS[1]), oldest[2] or false, redis.call('EXISTS', K
   redis.call('ZCARD', KEYS[3]), t[1], t[2]}
 """
 
-# KEYS: attribution hash. ARGV: ttl, then field/value pairs.
+# KEYS: attribution hash (productId -> searchLogId), its recency sorted set. ARGV: ttl, cap, then
+# productId/searchLogId pairs, oldest first. Each product posted becomes the newest (a counter, not
+# the clock: no two products tie); past the cap the oldest products go, so a cart never holds more
+# than ``cap`` clicks however often it is posted to. The caller sends at most ``cap`` pairs.
 _PUT_CLICKS = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local seq = tonumber(last[2] or 0)
+for i = 3, #ARGV, 2 do
+  seq = seq + 1
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[2], seq, ARGV[i])
+end
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
+if extra > 0 then
+  redis.call('HDEL', KEYS[1], unpack(redis.call('ZRANGE', KEYS[2], 0, extra - 1)))
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -584,11 +607,15 @@ class ConversionStore:
         """Claim and queue a complete conversion; False when the order was claimed before."""
         return (await self.claim(shop_id, order_id, body, platform)).outcome == "accepted"
 
-    async def put_clicks(self, shop_id: str, cart_token: str, clicks: Mapping[str, str]) -> None:
-        args: list[str | int] = [ATTRIBUTION_TTL_SECONDS]
-        for product_id, search_log_id in clicks.items():
+    async def put_clicks(
+        self, shop_id: str, cart_token: str, clicks: Mapping[str, str], *, cap: int = MAX_CLICKS_PER_CART
+    ) -> None:
+        """Add a cart's clicks, in the mapping's order (oldest first); the newest ``cap`` products stay."""
+        args: list[str | int] = [ATTRIBUTION_TTL_SECONDS, cap]
+        for product_id, search_log_id in list(clicks.items())[-cap:]:
             args += [product_id, search_log_id]
-        await self._put_clicks(keys=[attribution_key(shop_id, cart_token)], args=args)
+        keys = [attribution_key(shop_id, cart_token), attribution_order_key(shop_id, cart_token)]
+        await self._put_clicks(keys=keys, args=args)
 
     # --- delivery ----------------------------------------------------------------------
 

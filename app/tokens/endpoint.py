@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import metrics
+from app.clientaddress import client_of
 from app.cors import check_origin, cors_headers, preflight_headers
 from app.errors import ErrorBody, GatewayError, error_response, internal_error_response
 from app.middleware import RouteLabel
@@ -85,13 +86,7 @@ class WidgetTokenEndpoint:
                 405, "method_not_allowed", "Method Not Allowed", headers={"allow": "GET, OPTIONS"}
             )
         check_origin(shop, origin)
-        forwarded = headers.get(b"x-forwarded-for")
-        await state.token_limiter.enforce(
-            scope["client"][0] if scope.get("client") else None,
-            forwarded and forwarded.decode("latin-1"),
-            state.settings.gateway_trusted_proxies,
-            "token",
-        )
+        await state.token_limiter.enforce(client_of(scope, state.settings), "token")
         entry, source = await state.tokens.get(shop)
         metrics.token_served(shop.id, source).inc()
         out = cors_headers(origin)
@@ -100,7 +95,7 @@ class WidgetTokenEndpoint:
         return RawResponse(200, entry.body, out)
 
 
-_WANTED_HEADERS = frozenset({b"origin", b"x-forwarded-for", b"access-control-request-headers"})
+_WANTED_HEADERS = frozenset({b"origin", b"access-control-request-headers"})
 
 
 class RawResponse:

@@ -60,7 +60,9 @@
     if (!pending) return;
     busy = true;
     pending.then(function (response) {
-      if (response.ok) lastSent = value;
+      // A 4xx other than 429 will not change on a resend of the same value: wait for a new one.
+      var final = response.status >= 400 && response.status < 500 && response.status !== 429;
+      if (response.ok || final) lastSent = value;
     }, function () {}).then(function () { busy = false; });
   }
 
