@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from app.catalog.normalise import html_to_text
 from app.clientaddress import client_key
 from app.conversions import intake
 from app.conversions.attribution import MAX_BODY_BYTES, MAX_RAW_LENGTH, parse_clicks
@@ -343,3 +344,24 @@ def test_a_hostile_clicks_value_never_stalls_the_server(
     assert max(took) < 2, took
     assert livez
     assert max(livez) < 1, max(livez)
+
+
+# --- HTML in catalog text (descriptions, names, categories: the feed and the admin push) -----------
+
+# Openings nothing closes: every one used to restart a scan to the end of the text (the fast path's
+# regexes, then html.parser, itself quadratic on "<a" repeated): 3 s for 16 KiB of "<a".
+HTML_SHAPES: dict[str, Callable[[int], str]] = {
+    "open-tags": lambda n: fill("<a", n),
+    "quote-then-open-tags": lambda n: fill("<a", n, prefix="<a'"),
+    "open-comments": lambda n: fill("<!--", n),
+    "open-scripts": lambda n: fill("<script>", n),
+    "open-tags-with-space": lambda n: fill("<a ", n),
+    "quotes-in-tags": lambda n: fill("<a x='\"<b y=\"'", n),
+}
+# The admin push takes up to 16 MiB; 2 MiB, as for the webhooks, is enough to see the growth.
+HTML_LIMIT = WEBHOOK_LIMIT
+
+
+@pytest.mark.parametrize("shape", HTML_SHAPES)
+def test_html_to_text_is_linear(shape: str) -> None:
+    assert_linear(parsing(html_to_text, HTML_SHAPES[shape]), HTML_LIMIT, f"html_to_text({shape})")
