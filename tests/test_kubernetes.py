@@ -29,7 +29,7 @@ VALIDATE = str(Path(sys.executable).parent / "kubernetes-validate")
 # Not applied by kustomization.yaml: an example and an alternative (their headers say why).
 NOT_APPLIED = {"secret.example.yaml", "worker-hpa-queue-depth.yaml"}
 # Custom resources of the Prometheus Operator: kubernetes-validate has no schema for them;
-# test_monitoring.py checks what they hold.
+# test_custom_resources.py validates them against the CRDs, test_monitoring.py checks what they hold.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 # The oldest Kubernetes release the manifests are written for, and the newest the validator knows.
