@@ -85,13 +85,14 @@ def test_ci_installs_the_programs_that_tests_skip_without() -> None:
     looked_up = set(re.findall(r'^[A-Z_]+ = shutil\.which\("([\w-]+)"\)', tests, re.M))
     for candidates in re.findall(r"^[A-Z_]+ = next\(.*map\(shutil\.which, \(([^)]*)\)\)", tests, re.M):
         looked_up |= set(re.findall(r'"([\w-]+)"', candidates))
-    assert {"promtool", "php", "chromium"} <= looked_up
+    assert {"promtool", "php", "chromium", "kubectl"} <= looked_up
     assert looked_up <= set(re.findall(r"\bhave ([\w-]+)", script))
     assert script.rstrip().splitlines()[-1] == "make test", "CI runs exactly the README's test command"
 
 
 def test_ci_without_apt_runs_make_test_and_says_what_will_skip(tmp_path: Path) -> None:
-    # Only the shell's basics on PATH: no promtool, php, wrk, chromium nor apt-get; `make` records its call.
+    # Only the shell's basics on PATH: no promtool, php, wrk, chromium, kubectl nor apt-get; `make` records
+    # its call.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("bash", "dirname", "id"):
@@ -108,7 +109,7 @@ def test_ci_without_apt_runs_make_test_and_says_what_will_skip(tmp_path: Path) -
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "need prometheus php-cli wrk chromium will skip" in done.stderr
+    assert "need prometheus php-cli wrk chromium kubernetes-client will skip" in done.stderr
     assert (tmp_path / "make-args").read_text().split() == ["test"]
 
 
