@@ -138,6 +138,33 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return closed
 
 
+def test_a_keep_alive_request_gets_its_own_header_deadline(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # One header timer per connection (app/server.py): it was armed for the first request's deadline
+    # and must wait on for the second request's, not cut it off at the first one's.
+    env = {
+        "NEUROON_SHOP_ID": SHOP_ID,
+        "NEUROON_API_KEY": CANARY_KEY,
+        "REDIS_URL": redis_url,
+        "GATEWAY_HEADER_TIMEOUT": "2",
+        "GATEWAY_KEEP_ALIVE_TIMEOUT": "5",
+    }
+    with run_gateway(["serve", "--no-worker"], env, tmp_path) as gateway, connect(gateway) as sock:
+        opened = time.monotonic()
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: gw\r\n\r\n")
+        first, closed = read_until_closed(sock, 0.5)
+        assert first.startswith(b"HTTP/1.1 200")
+        assert not closed
+        time.sleep(max(0.0, opened + 1.5 - time.monotonic()))
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: gw\r\n")  # never finished; deadline about 3.5 s
+        _, closed = read_until_closed(sock, max(0.0, opened + 2.7 - time.monotonic()))
+        assert not closed  # past the first request's deadline (2 s), within the second's
+        response, closed = read_until_closed(sock, 5)
+    assert closed
+    assert status_and_body(response)[0] == 408
+
+
 def test_idle_keep_alive_connections_are_closed(gateway: GatewayProcess) -> None:
     with connect(gateway) as sock:
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: gw\r\n\r\n")
