@@ -311,7 +311,8 @@ async def _queue(intake: Intake, platform: Platform, shop: Shop, order: orders.O
         _body(decision),
         platform,
         cart_token=order.cart_token,
-        unattributed=lines.unattributed_products(order),
+        # What clicks posted for the cart could still attribute (they are looked up only with a cart).
+        unattributed=decision.unattributed if order.cart_token else (),
         skipped=_skipped(decision),
     )
     if claim.outcome == "needs_clicks":
