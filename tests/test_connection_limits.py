@@ -21,17 +21,16 @@ from tests.support import GatewayProcess, run_gateway
 MiB = 1024 * 1024
 
 
+def serve(redis_url: str, tmp_path: Path, **limits: str) -> contextlib.AbstractContextManager[GatewayProcess]:
+    """`serve` with these limits (GATEWAY_* settings)."""
+    env = {"NEUROON_SHOP_ID": SHOP_ID, "NEUROON_API_KEY": CANARY_KEY, "REDIS_URL": redis_url, **limits}
+    return run_gateway(["serve", "--no-worker"], env, tmp_path)
+
+
 @pytest.fixture
 def gateway(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[GatewayProcess]:
-    env = {
-        "NEUROON_SHOP_ID": SHOP_ID,
-        "NEUROON_API_KEY": CANARY_KEY,
-        "REDIS_URL": redis_url,
-        "GATEWAY_HEADER_TIMEOUT": "1",
-        "GATEWAY_KEEP_ALIVE_TIMEOUT": "1",
-        "GATEWAY_MAX_CONCURRENCY": "20",
-    }
-    with run_gateway(["serve", "--no-worker"], env, tmp_path) as running:
+    limits = {"GATEWAY_HEADER_TIMEOUT": "1", "GATEWAY_KEEP_ALIVE_TIMEOUT": "1"}
+    with serve(redis_url, tmp_path, **limits, GATEWAY_MAX_CONCURRENCY="20") as running:
         yield running
 
 
@@ -143,14 +142,8 @@ def test_a_keep_alive_request_gets_its_own_header_deadline(
 ) -> None:
     # One header timer per connection (app/server.py): it was armed for the first request's deadline
     # and must wait on for the second request's, not cut it off at the first one's.
-    env = {
-        "NEUROON_SHOP_ID": SHOP_ID,
-        "NEUROON_API_KEY": CANARY_KEY,
-        "REDIS_URL": redis_url,
-        "GATEWAY_HEADER_TIMEOUT": "2",
-        "GATEWAY_KEEP_ALIVE_TIMEOUT": "5",
-    }
-    with run_gateway(["serve", "--no-worker"], env, tmp_path) as gateway, connect(gateway) as sock:
+    limits = {"GATEWAY_HEADER_TIMEOUT": "2", "GATEWAY_KEEP_ALIVE_TIMEOUT": "5"}
+    with serve(redis_url, tmp_path, **limits) as gateway, connect(gateway) as sock:
         opened = time.monotonic()
         sock.sendall(b"GET /livez HTTP/1.1\r\nHost: gw\r\n\r\n")
         first, closed = read_until_closed(sock, 0.5)
