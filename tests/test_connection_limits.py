@@ -21,17 +21,16 @@ from tests.support import GatewayProcess, run_gateway
 MiB = 1024 * 1024
 
 
+def serve(redis_url: str, tmp_path: Path, **limits: str) -> contextlib.AbstractContextManager[GatewayProcess]:
+    """`serve` with these limits (GATEWAY_* settings)."""
+    env = {"NEUROON_SHOP_ID": SHOP_ID, "NEUROON_API_KEY": CANARY_KEY, "REDIS_URL": redis_url, **limits}
+    return run_gateway(["serve", "--no-worker"], env, tmp_path)
+
+
 @pytest.fixture
 def gateway(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[GatewayProcess]:
-    env = {
-        "NEUROON_SHOP_ID": SHOP_ID,
-        "NEUROON_API_KEY": CANARY_KEY,
-        "REDIS_URL": redis_url,
-        "GATEWAY_HEADER_TIMEOUT": "1",
-        "GATEWAY_KEEP_ALIVE_TIMEOUT": "1",
-        "GATEWAY_MAX_CONCURRENCY": "20",
-    }
-    with run_gateway(["serve", "--no-worker"], env, tmp_path) as running:
+    limits = {"GATEWAY_HEADER_TIMEOUT": "1", "GATEWAY_KEEP_ALIVE_TIMEOUT": "1"}
+    with serve(redis_url, tmp_path, **limits, GATEWAY_MAX_CONCURRENCY="20") as running:
         yield running
 
 
@@ -136,6 +135,27 @@ def _closed_by_server(sock: socket.socket) -> bool:
     response, closed = read_until_closed(sock, 0.5)
     assert response == b"" or status_and_body(response)[0] == 408
     return closed
+
+
+def test_a_keep_alive_request_gets_its_own_header_deadline(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # One header timer per connection (app/server.py): it was armed for the first request's deadline
+    # and must wait on for the second request's, not cut it off at the first one's.
+    limits = {"GATEWAY_HEADER_TIMEOUT": "2", "GATEWAY_KEEP_ALIVE_TIMEOUT": "5"}
+    with serve(redis_url, tmp_path, **limits) as gateway, connect(gateway) as sock:
+        opened = time.monotonic()
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: gw\r\n\r\n")
+        first, closed = read_until_closed(sock, 0.5)
+        assert first.startswith(b"HTTP/1.1 200")
+        assert not closed
+        time.sleep(max(0.0, opened + 1.5 - time.monotonic()))
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: gw\r\n")  # never finished; deadline about 3.5 s
+        _, closed = read_until_closed(sock, max(0.0, opened + 2.7 - time.monotonic()))
+        assert not closed  # past the first request's deadline (2 s), within the second's
+        response, closed = read_until_closed(sock, 5)
+    assert closed
+    assert status_and_body(response)[0] == 408
 
 
 def test_idle_keep_alive_connections_are_closed(gateway: GatewayProcess) -> None:

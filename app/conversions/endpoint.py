@@ -43,6 +43,12 @@ def _target(path: str) -> tuple[RouteLabel, Receiver] | None:
     return target
 
 
+def is_webhook_post(scope: Scope) -> bool:
+    """Whether this endpoint answers the request (a POST to a webhook URL)."""
+    path: str = scope["path"]
+    return scope["method"] == "POST" and (path in RECEIVERS or path.startswith(GENERIC_PREFIX))
+
+
 class WebhookEndpoint:
     """Answers POSTs to the webhook URLs itself; passes every other request on to the app."""
 

@@ -6,10 +6,9 @@ Bad input of any kind is a ``GatewayError`` with a 4xx; nothing is queued for it
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -115,17 +114,24 @@ _OUTCOME_OF_CODE = {
 }
 
 
-@contextlib.contextmanager
-def counted(platform: Platform) -> Iterator[None]:
-    """Count every webhook by platform and outcome, including the refused ones."""
-    try:
-        yield
-    except GatewayError as exc:
-        metrics.webhook_received(platform, _OUTCOME_OF_CODE.get(exc.code, "error")).inc()
-        raise
-    except Exception:
-        metrics.webhook_received(platform, "error").inc()
-        raise
+class counted:
+    """Count every webhook by platform and outcome, including the refused ones (the answered ones
+    are counted by ``_reply``). A class, not a @contextmanager generator: a third of the cost, once
+    per webhook."""
+
+    __slots__ = ("platform",)
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if kind is None or not issubclass(kind, Exception):
+            return
+        outcome = _OUTCOME_OF_CODE.get(exc.code, "error") if isinstance(exc, GatewayError) else "error"
+        metrics.webhook_received(self.platform, outcome).inc()
 
 
 def _reply(platform: Platform, outcome: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +317,8 @@ async def _queue(intake: Intake, platform: Platform, shop: Shop, order: orders.O
         _body(decision),
         platform,
         cart_token=order.cart_token,
-        unattributed=lines.unattributed_products(order),
+        # What clicks posted for the cart could still attribute (they are looked up only with a cart).
+        unattributed=decision.unattributed if order.cart_token else (),
         skipped=_skipped(decision),
     )
     if claim.outcome == "needs_clicks":

@@ -45,6 +45,9 @@ class SkippedLine:
 class Decision:
     conversion: ConversionRequest | None  # None: no line can be sent
     skipped: tuple[SkippedLine, ...]
+    # productIds of usable lines that nothing given to ``decide`` attributes (clicks posted for the
+    # cart may): found while deciding, so intake does not read every line a second time.
+    unattributed: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -90,22 +93,11 @@ def _search_log_id(
     return None
 
 
-def unattributed_products(order: Order) -> list[str]:
-    """productIds of usable lines the payload alone does not attribute (clicks posted for the cart may)."""
-    if not order.cart_token:
-        return []
-    missing = []
-    for line in order.lines:
-        pid, _ = product_id(line)
-        if pid is not None and _search_log_id(order, line, pid, ()) is None:
-            missing.append(pid)
-    return missing
-
-
 def decide(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> Decision:
     """What to send for ``order`` (its sendable lines) and which lines are left out, and why."""
     items: list[ConversionItem] = []
     skipped = [SkippedLine(u.index, u.product_id, u.reason) for u in order.unreadable]
+    unattributed: list[str] = []
     for line in order.lines:
         pid, problem = product_id(line)
         if pid is None:
@@ -115,6 +107,7 @@ def decide(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> Decision:
         if search_log_id is None:
             reason = UNATTRIBUTED if line.search_log_id is None else BLANK_CLICK
             skipped.append(SkippedLine(line.index, pid, reason))
+            unattributed.append(pid)
             continue
         try:
             items.append(
@@ -129,11 +122,11 @@ def decide(order: Order, stored: Sequence[Mapping[str, str]] = ()) -> Decision:
             skipped.append(SkippedLine(line.index, pid, _first_error(exc)))
     skipped.sort(key=lambda s: s.index)
     if not items:
-        return Decision(None, tuple(skipped))
+        return Decision(None, tuple(skipped), tuple(unattributed))
     conversion = ConversionRequest(
         order_id=order.order_id, order_value=order.order_value, currency=order.currency, conversions=items
     )
-    return Decision(conversion, tuple(skipped))
+    return Decision(conversion, tuple(skipped), tuple(unattributed))
 
 
 def queued(body: str | bytes) -> ConversionRequest | None:
