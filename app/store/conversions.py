@@ -5,7 +5,7 @@ which share the ``{shopId}`` hash tag (so this works on Redis Cluster).
 Per shop (``<p>`` = ``ngw:v1:conv:{shopId}``):
 
 - ``<p>:order:<orderId>`` hash: the order's record (state, body, attempts, last error, times, the
-  lines left out of the conversion).
+  lines left out of the conversion, the duplicates seen).
   Its existence is the dedupe claim. No TTL while the order is pending or dead-lettered (it must
   not be lost); ``retention`` once delivered or dropped (then it only answers "duplicate").
 - ``<p>:stream`` stream, consumer group ``workers``: orders ready for delivery. An entry is
@@ -148,12 +148,24 @@ if redis.call('HGET', KEYS[5], 'orderId') == ARGV[2] then redis.call('DEL', KEYS
 # (a second trip only in that case).
 # The claim id makes the step safe to repeat: when a connection drops after Redis ran it, redis-py
 # sends it again, and the same claim must answer as it did (accepted, first), not "duplicate".
+# An answer about an order already claimed writes too (the repeat rewrites its claim id, a duplicate
+# counts itself in ``duplicates``): WAIT covers only what its own connection wrote, and the claim it
+# vouches for may have been written on another connection (or by another gateway) that a lagging
+# replica has not received yet. A write there makes this connection's replication offset current, so
+# the batch's WAIT covers the original claim and `duplicate` is answered only once a replica has it
+# (else 503, and the platform retries). HINCRBY keeps the record's TTL (a delivered order's retention).
+# The ignored branch needs none: an `ignored` answer vouches for nothing the gateway owes (no order is
+# queued), and a lost ignored record only means a later repeat counts the order again.
 _CLAIM = (
     _NOW_MS
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
-  if redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then return {1, 'accepted'} end
+  if redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then
+    redis.call('HSET', KEYS[1], 'claim', ARGV[5])
+    return {1, 'accepted'}
+  end
+  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
   return {0, state}
 end
 if KEYS[5] and #ARGV > 6 then
