@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
-from app.sandbox import Sandbox
+from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from app.store import connect, durability
 from app.store.conversions import ConversionStore, order_key
 from app.store.durability import AckDurability
-from tests.conftest import SHOP_ID, SettingsFactory
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
 from tests.test_delivery import wait_for
 from tests.webhooks import SHOPIFY_SECRET, encode, shopify_headers, shopify_order
 
@@ -204,6 +204,41 @@ def test_a_duplicate_is_answered_only_once_the_replica_has_the_claim(
         assert int(replica.hget(order_key(SHOP_ID, "9003"), "duplicates") or 0) >= 4
     finally:
         replica.close()
+
+
+def test_a_delivery_is_recorded_on_the_replica_before_the_worker_moves_on(
+    pair: Pair, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neuroon's 2xx seen, its record must be on the replica (a failover would erase it from the
+    primary alone, and the order would be sent again): while the replica cannot acknowledge, the
+    worker writes the record again and sends nothing more; once it can, the order is delivered once,
+    its request counted once."""
+    caplog.set_level(logging.INFO)
+    sandbox = create_sandbox([SandboxShop(SHOP_ID, CANARY_KEY, SHOP_URL)])
+    with gateway(make_settings, pair.primary.url) as intake:
+        assert post_order(intake, 9101).json()["status"] == "accepted"  # on the replica too
+    pair.signal_replica(signal.SIGSTOP)
+
+    def delivered_logged() -> bool:
+        return any(r.getMessage() == "conversion_delivered" for r in caplog.records)
+
+    with gateway(make_settings, pair.primary.url, sandbox):  # its worker takes the order
+        wait_for(lambda: len(sandbox.requests) == 1, "the delivery")
+        assert sandbox.requests[0].status == 200
+        time.sleep(1.5)  # the record written again and again meanwhile (the ack wait is 0.5 s)
+        assert not delivered_logged(), "moved on while only the primary had the record"
+        assert len(sandbox.requests) == 1
+        pair.signal_replica(signal.SIGCONT)
+        wait_for(delivered_logged, "the worker moving on once the replica has the record")
+        assert len(sandbox.requests) == 1
+    replica = pair.replica_client()
+    try:
+        record = replica.hgetall(order_key(SHOP_ID, "9101"))
+    finally:
+        replica.close()
+    assert record[b"state"] == b"delivered"
+    assert record[b"attempts"] == b"1"
+    assert any(r.getMessage() == "delivery_record_failed" for r in caplog.records)
 
 
 def test_a_hung_replica_means_503_not_accepted(pair: Pair, make_settings: SettingsFactory) -> None:

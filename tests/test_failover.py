@@ -134,10 +134,6 @@ def _assert_every_order_once(sandbox: Sandbox, prefix: str, count: int, answers:
     assert answers.get("accepted", 0) + answers.get("duplicate", 0) == count
 
 
-@pytest.mark.skip(
-    reason="known failing since the merge with acknowledgement = durability: delivery records are not "
-    "waited for, so a planned failover can erase one and the order is sent twice (lead informed)"
-)
 def test_sentinel_planned_failover(
     sentinel_set: SentinelSet, make_settings: SettingsFactory, sandbox: Sandbox
 ) -> None:
