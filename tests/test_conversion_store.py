@@ -156,6 +156,31 @@ def test_an_outcome_written_again_counts_its_requests_once(redis_url: str, redis
     assert 0 < redis_client.ttl(order_key(shop, "A-3")) <= 3600
 
 
+def test_a_duplicate_counts_itself_and_keeps_the_records_retention(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A duplicate writes on the order's record (so that its batch's WAIT covers the claim it vouches
+    for): a count, and nothing else; a delivered order's retention stays as it was."""
+    shop = "shop_dups"
+
+    async def scenario() -> list[str]:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client)
+            await store.claim(shop, "U-1", BODY, "generic")
+            await store.ensure_group(shop)
+            [entry] = await store.poll(shop, "w1", 10) or []
+            await store.mark_delivered(shop, "U-1", entry.entry_id, 3600, 1)
+            redis_client.expire(order_key(shop, "U-1"), 1000)  # set apart from the retention
+            return [str((await store.claim(shop, "U-1", BODY, "generic")).outcome) for _ in range(3)]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == ["duplicate"] * 3
+    assert redis_client.hget(order_key(shop, "U-1"), "duplicates") == b"3"
+    assert 990 <= redis_client.ttl(order_key(shop, "U-1")) <= 1000
+
+
 def test_a_repeated_claim_is_answered_as_the_first_time(redis_url: str, redis_client: redis.Redis) -> None:
     """redis-py sends a script again when the connection dropped after Redis ran it: the webhook that
     queued the order must still hear "accepted" (and its ignored order "first"), never "duplicate"."""
