@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -61,6 +62,19 @@ def secret_values(settings: Settings, shops: ShopRegistry) -> list[str]:
     if admin:
         values.append(admin.get_secret_value())
     return values
+
+
+def ack_durability(redis: aioredis.Redis, settings: Settings) -> AckDurability:
+    """What the writes of a conversion store on ``redis`` wait for: the intake's claims, and the
+    worker's records of a delivery (app/store/durability.py)."""
+    replicas = settings.gateway_ack_replicas
+    return AckDurability(
+        redis,
+        replicas=None if replicas == "auto" else replicas,
+        # A claim may wait behind another batch's wait: two must fit in the webhook's deadline,
+        # or a slow replica would read as a hung Redis and open the webhooks' breaker.
+        timeout=min(settings.gateway_ack_timeout, settings.gateway_redis_timeout / 2.5),
+    )
 
 
 async def warn_if_redis_can_lose_conversions(store: ConversionStore) -> None:
@@ -135,17 +149,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
         redis = connect(redis_url)
         store = Store(redis)
-        replicas = settings.gateway_ack_replicas
-        conversions = ConversionStore(
-            redis,
-            AckDurability(
-                redis,
-                replicas=None if replicas == "auto" else replicas,
-                # A claim may wait behind another batch's wait: two must fit in the webhook's deadline,
-                # or a slow replica would read as a hung Redis and open the webhooks' breaker.
-                timeout=min(settings.gateway_ack_timeout, settings.gateway_redis_timeout / 2.5),
-            ),
-        )
+        conversions = ConversionStore(redis, ack_durability(redis, settings))
         http = build_http_client(settings, neuroon_transport)
         # One deadline (and breaker) per kind of caller; the token cache and the token limiter
         # share one, so a hung Redis costs the token path a single timeout.
@@ -196,7 +200,12 @@ def create_app(
                 # Its own connections: they block on stream reads, longer than the API's timeout allows.
                 worker_redis = connect(redis_url, socket_timeout=WORKER_SOCKET_TIMEOUT)
                 stack.push_async_callback(worker_redis.aclose)
-                worker = DeliveryWorker(ConversionStore(worker_redis), shops, state.neuroon, settings)
+                worker = DeliveryWorker(
+                    ConversionStore(worker_redis, ack_durability(worker_redis, settings)),
+                    shops,
+                    state.neuroon,
+                    settings,
+                )
                 await stack.enter_async_context(running(worker))
             try:
                 yield {"gateway": state}

@@ -14,20 +14,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
+from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from app.store import connect, durability
 from app.store.conversions import ConversionStore, order_key
 from app.store.durability import AckDurability
-from tests.conftest import SHOP_ID, SettingsFactory
+from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
 from tests.test_delivery import wait_for
 from tests.webhooks import SHOPIFY_SECRET, encode, shopify_headers, shopify_order
 
 CLICKS = {"SNOW-GRN-150": "log_snow"}
+SANDBOX_URL = "http://neuroon.sandbox"
 
 
 def _online_replicas(primary: redis.Redis) -> int:
@@ -90,11 +93,17 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         servers.close()
 
 
-def gateway(make_settings: SettingsFactory, redis_url: str, **overrides: Any) -> TestClient:
-    settings = make_settings(
-        redis_url=redis_url, shopify_webhook_secret=SHOPIFY_SECRET, gateway_run_worker=False, **overrides
-    )
-    return TestClient(create_app(settings))
+def gateway(
+    make_settings: SettingsFactory, redis_url: str, sandbox: Sandbox | None = None, **overrides: Any
+) -> TestClient:
+    """The gateway over ``redis_url``; with a ``sandbox``, its worker runs too and delivers there."""
+    values: dict[str, Any] = {"gateway_run_worker": False}
+    transport = None
+    if sandbox is not None:
+        values = {"gateway_run_worker": True, "neuroon_api_url": SANDBOX_URL, "neuroon_retry_attempts": 1}
+        transport = httpx.ASGITransport(app=sandbox.app)
+    settings = make_settings(redis_url=redis_url, shopify_webhook_secret=SHOPIFY_SECRET, **values | overrides)
+    return TestClient(create_app(settings, neuroon_transport=transport))
 
 
 def post_order(client: TestClient, order_id: int) -> Any:
@@ -116,7 +125,7 @@ def test_an_order_is_accepted_only_once_the_replica_has_it(
     # The longest acknowledgement wait there is (0.9 s; a 5 s Redis budget keeps it from being capped
     # lower), and a gateway already warm (connected, scripts loaded) when the replica stops: the wait
     # after SIGCONT is then the replica's answer, not a cold start on a busy machine.
-    settings = {"gateway_ack_timeout": 0.9, "gateway_redis_timeout": 5.0}
+    settings: dict[str, Any] = {"gateway_ack_timeout": 0.9, "gateway_redis_timeout": 5.0}
     with gateway(make_settings, pair.primary.url, **settings) as client:
         assert post_order(client, 1000).json()["status"] == "accepted"
         pair.signal_replica(signal.SIGSTOP)  # still connected, as a slow replica is, but not acknowledging
@@ -163,6 +172,73 @@ def test_a_replica_gone_means_503_within_the_deadline_until_it_is_back(
         assert all(has_order(replica, o) for o in (2001, 2002, 2003))
     finally:
         replica.close()
+
+
+def test_a_duplicate_is_answered_only_once_the_replica_has_the_claim(
+    pair: Pair, make_settings: SettingsFactory
+) -> None:
+    """A webhook answered 503 (the replica did not acknowledge) left its claim on the primary; the
+    platform's retry reaches another replica of the gateway, whose connection wrote nothing of that
+    claim: its WAIT must still cover it, so `duplicate` (which stops the platform's retries) is
+    answered only once the replica has the claim."""
+    first, second = gateway(make_settings, pair.primary.url), gateway(make_settings, pair.primary.url)
+    with first, second:
+        for client, order_id in ((first, 9001), (second, 9002)):  # warm: connected, plan learned
+            assert post_order(client, order_id).json()["status"] == "accepted"
+        pair.signal_replica(signal.SIGSTOP)
+        assert post_order(first, 9003).status_code == 503
+        assert has_order(pair.primary_client, 9003)  # on the primary only
+        assert post_order(second, 9003).status_code == 503  # was `duplicate`, vouching for nothing
+        assert post_order(second, 9003).status_code == 503
+        pair.signal_replica(signal.SIGCONT)
+        wait_for(lambda: post_order(second, 9003).status_code == 200, "the retry answered")
+        assert post_order(second, 9003).json() == {
+            "status": "duplicate",
+            "orderId": "9003",
+            "state": "accepted",
+        }
+    replica = pair.replica_client()
+    try:
+        assert has_order(replica, 9003)
+        # Each repeat counted itself on the order's record (the write that carries the WAIT).
+        assert int(replica.hget(order_key(SHOP_ID, "9003"), "duplicates") or 0) >= 4
+    finally:
+        replica.close()
+
+
+def test_a_delivery_is_recorded_on_the_replica_before_the_worker_moves_on(
+    pair: Pair, make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neuroon's 2xx seen, its record must be on the replica (a failover would erase it from the
+    primary alone, and the order would be sent again): while the replica cannot acknowledge, the
+    worker writes the record again and sends nothing more; once it can, the order is delivered once,
+    its request counted once."""
+    caplog.set_level(logging.INFO)
+    sandbox = create_sandbox([SandboxShop(SHOP_ID, CANARY_KEY, SHOP_URL)])
+    with gateway(make_settings, pair.primary.url) as intake:
+        assert post_order(intake, 9101).json()["status"] == "accepted"  # on the replica too
+    pair.signal_replica(signal.SIGSTOP)
+
+    def delivered_logged() -> bool:
+        return any(r.getMessage() == "conversion_delivered" for r in caplog.records)
+
+    with gateway(make_settings, pair.primary.url, sandbox):  # its worker takes the order
+        wait_for(lambda: len(sandbox.requests) == 1, "the delivery")
+        assert sandbox.requests[0].status == 200
+        time.sleep(1.5)  # the record written again and again meanwhile (the ack wait is 0.5 s)
+        assert not delivered_logged(), "moved on while only the primary had the record"
+        assert len(sandbox.requests) == 1
+        pair.signal_replica(signal.SIGCONT)
+        wait_for(delivered_logged, "the worker moving on once the replica has the record")
+        assert len(sandbox.requests) == 1
+    replica = pair.replica_client()
+    try:
+        record = replica.hgetall(order_key(SHOP_ID, "9101"))
+    finally:
+        replica.close()
+    assert record[b"state"] == b"delivered"
+    assert record[b"attempts"] == b"1"
+    assert any(r.getMessage() == "delivery_record_failed" for r in caplog.records)
 
 
 def test_a_hung_replica_means_503_not_accepted(pair: Pair, make_settings: SettingsFactory) -> None:

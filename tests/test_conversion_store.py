@@ -9,7 +9,15 @@ import redis
 from redis.exceptions import RedisError
 
 from app.store import connect
-from app.store.conversions import ConversionStore, StreamEntry, dead_key, delayed_key, pending_key, stream_key
+from app.store.conversions import (
+    ConversionStore,
+    StreamEntry,
+    dead_key,
+    delayed_key,
+    order_key,
+    pending_key,
+    stream_key,
+)
 from tests.redis_shapes import primary_clients, with_client_name
 
 BODY = b'{"orderId":"x","conversions":[{"productId":"A","searchLogId":"log_a"}]}'
@@ -112,6 +120,65 @@ def test_a_late_outcome_never_reopens_a_delivered_order(redis_url: str, redis_cl
     assert redis_client.zcard(dead_key(shop)) == 0
     assert redis_client.zcard(pending_key(shop)) == 0
     assert redis_client.xlen(stream_key(shop)) == 0
+
+
+def test_an_outcome_written_again_counts_its_requests_once(redis_url: str, redis_client: redis.Redis) -> None:
+    """The worker writes an outcome again when Redis failed it or could not make it durable; the record
+    may have landed the first time, and a repeat (same outcome id) must not count its requests again."""
+    shop = "shop_again"
+
+    async def scenario() -> list[dict[str, str]]:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client)
+            records = []
+            for order_id in ("A-1", "A-2", "A-3"):
+                await store.claim(shop, order_id, BODY, "generic")
+            await store.ensure_group(shop)
+            entries = {e.order_id: e for e in await store.poll(shop, "w1", 10) or []}
+            for _ in range(2):  # the same outcome, twice
+                await store.retry_later(
+                    shop, "A-1", entries["A-1"].entry_id, 60_000, 1, "HTTP 503", 3, outcome="r"
+                )
+                await store.dead_letter(shop, "A-2", entries["A-2"].entry_id, "HTTP 400", 2, outcome="d")
+                await store.mark_delivered(shop, "A-3", entries["A-3"].entry_id, 3600, 4, outcome="m")
+            await store.mark_delivered(shop, "A-1", None, 3600, 1, outcome="m2")  # the next round's
+            for order_id in ("A-1", "A-2", "A-3"):
+                records.append(await store.order(shop, order_id) or {})
+            return records
+        finally:
+            await client.aclose()
+
+    retried, dead, delivered = asyncio.run(scenario())
+    assert (retried["state"], retried["attempts"]) == ("delivered", "4")
+    assert (dead["state"], dead["attempts"]) == ("dead_lettered", "2")
+    assert (delivered["state"], delivered["attempts"]) == ("delivered", "4")
+    assert 0 < redis_client.ttl(order_key(shop, "A-3")) <= 3600
+
+
+def test_a_duplicate_counts_itself_and_keeps_the_records_retention(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A duplicate writes on the order's record (so that its batch's WAIT covers the claim it vouches
+    for): a count, and nothing else; a delivered order's retention stays as it was."""
+    shop = "shop_dups"
+
+    async def scenario() -> list[str]:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client)
+            await store.claim(shop, "U-1", BODY, "generic")
+            await store.ensure_group(shop)
+            [entry] = await store.poll(shop, "w1", 10) or []
+            await store.mark_delivered(shop, "U-1", entry.entry_id, 3600, 1)
+            redis_client.expire(order_key(shop, "U-1"), 1000)  # set apart from the retention
+            return [str((await store.claim(shop, "U-1", BODY, "generic")).outcome) for _ in range(3)]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == ["duplicate"] * 3
+    assert redis_client.hget(order_key(shop, "U-1"), "duplicates") == b"3"
+    assert 990 <= redis_client.ttl(order_key(shop, "U-1")) <= 1000
 
 
 def test_a_repeated_claim_is_answered_as_the_first_time(redis_url: str, redis_client: redis.Redis) -> None:

@@ -92,6 +92,8 @@ async def conversion_state(store: ConversionStore, shop_id: str, order_id: str) 
         "platform": record.get("platform"),
         "attempts": int(record.get("attempts", 0)),
         "lastError": record.get("lastError"),
+        # Webhooks for the order after the one that claimed it (platform retries, other topics).
+        "duplicates": int(record.get("duplicates", 0)),
         # The order's lines left out of the conversion, each with its reason (app.conversions.lines).
         "skippedLines": skipped,
     }

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from app import health, metrics_listener
 from app.conversions.worker import DeliveryWorker, monitor_queues, running
-from app.main import WORKER_SOCKET_TIMEOUT, warn_if_redis_can_lose_conversions
+from app.main import WORKER_SOCKET_TIMEOUT, ack_durability, warn_if_redis_can_lose_conversions
 from app.neuroon.client import NeuroonClient, build_http_client
 from app.settings import Settings
 from app.shops import ShopRegistry
@@ -43,7 +43,7 @@ async def run_worker_process(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     redis = connect(redis_url, socket_timeout=WORKER_SOCKET_TIMEOUT)
-    store = ConversionStore(redis)
+    store = ConversionStore(redis, ack_durability(redis, settings))
     http = build_http_client(settings)
     try:
         async with contextlib.AsyncExitStack() as stack:

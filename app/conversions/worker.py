@@ -56,6 +56,9 @@ IDLE_POLLS_PER_SECOND = 5
 LOOKS_AT_ONCE = 16
 READ_BATCH = 100
 REDIS_BACKOFF_SECONDS = 1.0
+# The longest pause between two writes of a delivery's record that did not become durable: a failover
+# takes seconds, and the order waits for its record meanwhile.
+RECORD_BACKOFF_MAX_SECONDS = 1.0
 # Consumers of the group that hold nothing and were not heard of for this many leases are removed
 # (each restart leaves one behind); a worker also removes its own when it stops with nothing held.
 PRUNE_IDLE_LEASES = 2
@@ -334,9 +337,17 @@ class DeliveryWorker:
                 shop, order_id, entry.entry_id, f"gave up after {attempts} attempts: {error}", tally.sent
             )
             return
+        outcome = secrets.token_hex(8)
         await self._record(
             lambda: self.store.retry_later(
-                shop.id, order_id, entry.entry_id, int(delay * 1000), round_ + 1, error, tally.sent
+                shop.id,
+                order_id,
+                entry.entry_id,
+                int(delay * 1000),
+                round_ + 1,
+                error,
+                tally.sent,
+                outcome=outcome,
             )
         )
         log.warning(
@@ -348,10 +359,12 @@ class DeliveryWorker:
         self, shop: Shop, order_id: str, entry_id: str | None, record: dict[str, str], tally: RequestTally
     ) -> None:
         error = _reason(tally.last_error) if tally.last_error else None
+        outcome = secrets.token_hex(8)
         await self._record(
             lambda: self.store.mark_delivered(
-                shop.id, order_id, entry_id, self.retention_seconds, tally.sent, error
-            )
+                shop.id, order_id, entry_id, self.retention_seconds, tally.sent, error, outcome=outcome
+            ),
+            until_durable=True,
         )
         metrics.conversions.labels(shop.id, "delivered").inc()
         attempts = int(record.get("attempts", "0")) + tally.sent
@@ -360,29 +373,51 @@ class DeliveryWorker:
     async def _dead_letter(
         self, shop: Shop, order_id: str, entry_id: str | None, reason: str, requests: int = 0
     ) -> None:
-        await self._record(lambda: self.store.dead_letter(shop.id, order_id, entry_id, reason, requests))
+        outcome = secrets.token_hex(8)
+        await self._record(
+            lambda: self.store.dead_letter(shop.id, order_id, entry_id, reason, requests, outcome=outcome)
+        )
         metrics.conversions.labels(shop.id, "dead_lettered").inc()
         log.error("conversion_dead_lettered", extra={"shop": shop.id, "order_id": order_id, "reason": reason})
 
     async def _pause(
         self, shop: Shop, order_id: str, entry_id: str | None, reason: str, requests: int
     ) -> None:
-        newly = await self._record(lambda: self.store.pause(shop.id, order_id, entry_id, reason, requests))
+        outcome = secrets.token_hex(8)
+        newly = await self._record(
+            lambda: self.store.pause(shop.id, order_id, entry_id, reason, requests, outcome=outcome)
+        )
         metrics.delivery_paused.labels(shop.id).set(1)
         if newly:
             log.error("delivery_paused", extra={"shop": shop.id, "reason": reason})
 
-    async def _record(self, step: Callable[[], Awaitable[T]]) -> T | None:
-        """Record an outcome, retrying Redis briefly (every step is idempotent). If it still fails,
-        the entry's lease runs out and the order is attempted again: a resend is harmless, since
-        Neuroon dedupes by orderId."""
-        for attempt in range(3):
+    async def _record(self, step: Callable[[], Awaitable[T]], *, until_durable: bool = False) -> T | None:
+        """Record an outcome, writing it again when Redis fails it (each step names its outcome, so a
+        repeat of one that landed changes nothing).
+
+        Without ``until_durable``, three tries: if they all fail, the entry's lease runs out and the
+        order is attempted again, which costs at most one more request for an order Neuroon has not
+        accepted (a retry later, a dead letter or a pause is decided again the same way).
+
+        ``until_durable`` (a delivery: Neuroon has seen the 2xx): until the record is where the
+        deployment keeps copies (the store's durability: a replica, the disk). The wait not met
+        (NotDurable) or the primary changed (READONLY, a dropped connection: the client reconnects to
+        whichever primary the Sentinels or the slot map name now) means writing it again, on that
+        primary: an old primary's write is exactly what its demotion erases. Meanwhile the order is not
+        sent again: its entry stays in flight here, its lease renewed. Only the worker's stop ends the
+        tries (``drain`` cancels what its grace did not let finish); then whoever takes the entry over
+        sends the order once more, which Neuroon dedupes by orderId.
+        """
+        attempt = 0
+        while True:
             try:
                 return await step()
             except (RedisError, OSError) as exc:
                 log.warning("delivery_record_failed", extra={"error": type(exc).__name__, "attempt": attempt})
-                await asyncio.sleep(0.2 * (attempt + 1))
-        return None
+                attempt += 1
+                if not until_durable and attempt == 3:
+                    return None
+                await asyncio.sleep(min(0.2 * attempt, RECORD_BACKOFF_MAX_SECONDS))
 
     # --- paused shops ----------------------------------------------------------------------
 

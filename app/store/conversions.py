@@ -5,7 +5,7 @@ which share the ``{shopId}`` hash tag (so this works on Redis Cluster).
 Per shop (``<p>`` = ``ngw:v1:conv:{shopId}``):
 
 - ``<p>:order:<orderId>`` hash: the order's record (state, body, attempts, last error, times, the
-  lines left out of the conversion).
+  lines left out of the conversion, the duplicates seen, the id of the last outcome recorded).
   Its existence is the dedupe claim. No TTL while the order is pending or dead-lettered (it must
   not be lost); ``retention`` once delivered or dropped (then it only answers "duplicate").
 - ``<p>:stream`` stream, consumer group ``workers``: orders ready for delivery. An entry is
@@ -100,11 +100,19 @@ def attribution_order_key(shop_id: str, cart_token: str) -> str:
     return f"{PREFIX}attrorder:{{{shop_id}}}:{cart_token}"
 
 
-def _count_requests(argv: int) -> str:
+def _count_requests(argv: int, outcome: int | None = None) -> str:
     """After ``_UNFINISHED``: add ARGV[argv] requests sent to Neuroon to the order's ``attempts``
     (interface.md §3.4: every request, the client's immediate retries included). A late outcome of
-    an order finished meanwhile changes nothing, as everywhere below."""
-    return f"if unfinished then redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[{argv}]) end\n"
+    an order finished meanwhile changes nothing, as everywhere below. With ``outcome`` (the ARGV of
+    the outcome id), a repeat of an outcome already recorded counts nothing again."""
+    if outcome is None:
+        return f"if unfinished then redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[{argv}]) end\n"
+    return (
+        f"if unfinished and redis.call('HGET', KEYS[1], 'outcome') ~= ARGV[{outcome}] then\n"
+        f"  redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[{argv}])\n"
+        f"  redis.call('HSET', KEYS[1], 'outcome', ARGV[{outcome}])\n"
+        "end\n"
+    )
 
 
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -148,12 +156,24 @@ if redis.call('HGET', KEYS[5], 'orderId') == ARGV[2] then redis.call('DEL', KEYS
 # (a second trip only in that case).
 # The claim id makes the step safe to repeat: when a connection drops after Redis ran it, redis-py
 # sends it again, and the same claim must answer as it did (accepted, first), not "duplicate".
+# An answer about an order already claimed writes too (the repeat rewrites its claim id, a duplicate
+# counts itself in ``duplicates``): WAIT covers only what its own connection wrote, and the claim it
+# vouches for may have been written on another connection (or by another gateway) that a lagging
+# replica has not received yet. A write there makes this connection's replication offset current, so
+# the batch's WAIT covers the original claim and `duplicate` is answered only once a replica has it
+# (else 503, and the platform retries). HINCRBY keeps the record's TTL (a delivered order's retention).
+# The ignored branch needs none: an `ignored` answer vouches for nothing the gateway owes (no order is
+# queued), and a lost ignored record only means a later repeat counts the order again.
 _CLAIM = (
     _NOW_MS
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then
-  if redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then return {1, 'accepted'} end
+  if redis.call('HGET', KEYS[1], 'claim') == ARGV[5] then
+    redis.call('HSET', KEYS[1], 'claim', ARGV[5])
+    return {1, 'accepted'}
+  end
+  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
   return {0, state}
 end
 if KEYS[5] and #ARGV > 6 then
@@ -208,18 +228,24 @@ return redis.call('HGETALL', KEYS[1])
 
 # KEYS: order, stream, pending, delayed, paused, dead. ARGV: entry id (or ''), orderId, retention
 # seconds, requests sent, the error of a request that failed before the 2xx ('' if none: the last
-# error of earlier rounds stays, so an operator still sees it). Neuroon's 2xx is the last word, even
-# on an order another worker dead-lettered meanwhile (after its lease ran out): it leaves the
-# dead-letter list, which would otherwise offer it for replay.
+# error of earlier rounds stays, so an operator still sees it), outcome id. Neuroon's 2xx is the last
+# word, even on an order another worker dead-lettered meanwhile (after its lease ran out): it leaves
+# the dead-letter list, which would otherwise offer it for replay.
+# The worker repeats this record until a replica has it: a repeat writes the outcome id again even
+# when everything else was done, because WAIT covers only its own connection's writes, and the
+# repeat's connection may not be the one that wrote the record first.
 _DELIVERED = (
     _NOW_MS
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[4])
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'lastError', ARGV[5]) end
-  redis.call('HSET', KEYS[1], 'state', 'delivered', 'deliveredAt', now)
-  redis.call('HDEL', KEYS[1], 'body', 'nextAttemptAt')
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  if redis.call('HGET', KEYS[1], 'outcome') ~= ARGV[6] then
+    redis.call('HINCRBY', KEYS[1], 'attempts', ARGV[4])
+    if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'lastError', ARGV[5]) end
+    redis.call('HSET', KEYS[1], 'state', 'delivered', 'deliveredAt', now)
+    redis.call('HDEL', KEYS[1], 'body', 'nextAttemptAt')
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+  end
+  redis.call('HSET', KEYS[1], 'outcome', ARGV[6])
 end
 redis.call('ZREM', KEYS[6], ARGV[2])
 """
@@ -229,11 +255,12 @@ return 1
 """
 )
 
-# KEYS: order, stream, delayed. ARGV: entry id (or ''), orderId, delay ms, round, error, requests sent.
+# KEYS: order, stream, delayed. ARGV: entry id (or ''), orderId, delay ms, round, error, requests sent,
+# outcome id.
 _RETRY_LATER = (
     _NOW_MS
     + _UNFINISHED
-    + _count_requests(6)
+    + _count_requests(6, outcome=7)
     + """
 if unfinished then
   local due = now + tonumber(ARGV[3])
@@ -249,11 +276,11 @@ return unfinished and 1 or 0
 )
 
 # KEYS: order, stream, pending, delayed, paused, dead. ARGV: entry id (or ''), orderId, reason,
-# requests sent.
+# requests sent, outcome id.
 _DEAD_LETTER = (
     _NOW_MS
     + _UNFINISHED
-    + _count_requests(4)
+    + _count_requests(4, outcome=5)
     + """
 if unfinished then
   redis.call('HSET', KEYS[1], 'state', 'dead_lettered', 'lastError', ARGV[3], 'deadLetteredAt', now)
@@ -267,12 +294,12 @@ return 1
 """
 )
 
-# KEYS: order, stream, delayed, paused. ARGV: entry id (or ''), orderId, reason, requests sent.
-# The order waits in the delayed set (due at once) until a probe resumes the shop.
+# KEYS: order, stream, delayed, paused. ARGV: entry id (or ''), orderId, reason, requests sent,
+# outcome id. The order waits in the delayed set (due at once) until a probe resumes the shop.
 _PAUSE = (
     _NOW_MS
     + _UNFINISHED
-    + _count_requests(4)
+    + _count_requests(4, outcome=5)
     + """
 if unfinished then
   redis.call('HSET', KEYS[1], 'state', 'delivering', 'lastError', ARGV[3])
@@ -441,6 +468,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _outcome_id(given: str | None) -> str:
+    """The id of an outcome record: the caller's when it writes the record again on purpose."""
+    return given or secrets.token_hex(8)
+
+
 def _record(flat: list[bytes]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
@@ -540,14 +572,18 @@ class ConversionStore:
     """Typed operations on the conversion key space."""
 
     def __init__(self, client: aioredis.Redis, durability: AckDurability | None = None) -> None:
-        """``durability``: what a claim waits for before it is acknowledged (intake's store has one; the
-        worker's and the CLI's, which never acknowledge an order to a platform, do not)."""
+        """``durability``: what a write waits for before it counts as done (app/store/durability.py):
+        a claim before the order is acknowledged to the platform, and the record of a delivery before
+        the worker moves on (a record a failover erased would send the order again). The CLI's store
+        has none."""
         self.redis = client
         self.durability = durability
-        self._claim = _GroupCommit(client, client.register_script(_CLAIM), durability)
         # The steps of every webhook and every delivery go through group commits.
+        self._claim = _GroupCommit(client, client.register_script(_CLAIM), durability)
+        # Not waited for: a round begun on the old primary only and erased by a failover is begun
+        # again by whoever takes the entry over (README "Production": the window this leaves).
         self._begin = _GroupCommit(client, client.register_script(_BEGIN))
-        self._delivered = _GroupCommit(client, client.register_script(_DELIVERED))
+        self._delivered = _GroupCommit(client, client.register_script(_DELIVERED), durability)
         self._retry_later = client.register_script(_RETRY_LATER)
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._pause = client.register_script(_PAUSE)
@@ -691,8 +727,13 @@ class ConversionStore:
         retention_seconds: int,
         requests: int,
         error: str | None = None,
+        *,
+        outcome: str | None = None,
     ) -> None:
-        """``requests`` sent in this round; ``error``: one of them failed before the 2xx."""
+        """``requests`` sent in this round; ``error``: one of them failed before the 2xx. With a
+        durability, returns once the record is where the deployment keeps copies (else NotDurable).
+        ``outcome`` names this record: pass the same one to write it again safely (as for the other
+        outcomes below)."""
         await self._delivered.call(
             [
                 order_key(shop_id, order_id),
@@ -702,7 +743,7 @@ class ConversionStore:
                 paused_key(shop_id),
                 dead_key(shop_id),
             ],
-            [entry_id or "", order_id, retention_seconds, requests, error or ""],
+            [entry_id or "", order_id, retention_seconds, requests, error or "", _outcome_id(outcome)],
         )
 
     async def retry_later(
@@ -714,14 +755,23 @@ class ConversionStore:
         round_: int,
         error: str,
         requests: int,
+        *,
+        outcome: str | None = None,
     ) -> None:
         await self._retry_later(
             keys=[order_key(shop_id, order_id), stream_key(shop_id), delayed_key(shop_id)],
-            args=[entry_id or "", order_id, delay_ms, round_, error, requests],
+            args=[entry_id or "", order_id, delay_ms, round_, error, requests, _outcome_id(outcome)],
         )
 
     async def dead_letter(
-        self, shop_id: str, order_id: str, entry_id: str | None, reason: str, requests: int = 0
+        self,
+        shop_id: str,
+        order_id: str,
+        entry_id: str | None,
+        reason: str,
+        requests: int = 0,
+        *,
+        outcome: str | None = None,
     ) -> None:
         await self._dead_letter(
             keys=[
@@ -732,11 +782,18 @@ class ConversionStore:
                 paused_key(shop_id),
                 dead_key(shop_id),
             ],
-            args=[entry_id or "", order_id, reason, requests],
+            args=[entry_id or "", order_id, reason, requests, _outcome_id(outcome)],
         )
 
     async def pause(
-        self, shop_id: str, order_id: str, entry_id: str | None, reason: str, requests: int
+        self,
+        shop_id: str,
+        order_id: str,
+        entry_id: str | None,
+        reason: str,
+        requests: int,
+        *,
+        outcome: str | None = None,
     ) -> bool:
         """Pause the shop's delivery; True if it was not paused yet."""
         return bool(
@@ -747,7 +804,7 @@ class ConversionStore:
                     delayed_key(shop_id),
                     paused_key(shop_id),
                 ],
-                args=[entry_id or "", order_id, reason, requests],
+                args=[entry_id or "", order_id, reason, requests, _outcome_id(outcome)],
             )
         )
 
