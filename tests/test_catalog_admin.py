@@ -144,6 +144,19 @@ def test_delete_and_404_counts_as_done(admin: TestClient, live_sandbox: Sandbox)
     assert gone.json()["alreadyGone"] is True
 
 
+def test_delete_takes_the_id_in_the_normal_form_the_push_sent(
+    admin: TestClient, live_sandbox: Sandbox
+) -> None:
+    admin.post("/v1/admin/catalog/products", json={"products": [product(1)]}, headers=AUTH)
+    done = admin.delete("/v1/admin/catalog/products/%20A1%C2%A0", headers=AUTH)  # " A1\u00a0"
+    assert done.status_code == 200, done.text
+    assert done.json()["externalId"] == "A1"
+    assert "A1" not in live_sandbox.products(SHOP_ID)
+    blank = admin.delete("/v1/admin/catalog/products/%E2%80%8B", headers=AUTH)  # a zero-width space
+    assert blank.status_code == 400
+    assert blank.json()["error"] == "invalid_request"
+
+
 def test_verify_domain_twice_and_origin_mismatch(
     make_settings: SettingsFactory, live_sandbox: Sandbox, admin: TestClient
 ) -> None:
