@@ -201,9 +201,9 @@ def test_bad_admin_paths_and_queries_are_clear_4xx(admin: TestClient, live_sandb
 def test_a_hostile_push_leaves_the_event_loop_to_other_requests(admin: TestClient) -> None:
     """A push of many short fields of markup left open (each one used to go to html.parser, which
     spends milliseconds on 1 KiB of "<a"): while it is normalised, widget tokens on the same app are
-    still answered in between (before the fix they waited for the whole normalisation: about 35 s)."""
+    still answered in between (before the fix they waited for the whole normalisation: about 50 s)."""
     hostile = "<a'" + "<a" * 500
-    body = json.dumps({"products": [product(i, tags=[hostile] * 250) for i in range(40)]}).encode()
+    body = json.dumps({"products": [product(i, tags=[hostile] * 250) for i in range(56)]}).encode()
     answered: list[tuple[float, float]] = []  # (sent, answered) of each token request
     pushed: list[Any] = []  # the response (TestClient's own httpx type)
     push = threading.Thread(
@@ -211,6 +211,7 @@ def test_a_hostile_push_leaves_the_event_loop_to_other_requests(admin: TestClien
             admin.post("/v1/admin/catalog/products", content=body, headers=AUTH | JSON_TYPE)
         )
     )
+    assert admin.get("/v1/widget-token").status_code == 200  # warm: the push's effect, not a cold start
     started = time.monotonic()
     push.start()
     while push.is_alive():
@@ -220,7 +221,7 @@ def test_a_hostile_push_leaves_the_event_loop_to_other_requests(admin: TestClien
     push.join()
     took = time.monotonic() - started
     assert pushed[0].status_code == 200, pushed[0].text
-    assert pushed[0].json()["sent"] == 40
+    assert pushed[0].json()["sent"] == 56
     waits = [done - sent for sent, done in answered]
     # Interleaved: many tokens during the push, none waiting for a large part of it (a ratio of the
     # push's own duration, not a time limit: it separates the two behaviours on any machine).
