@@ -201,7 +201,8 @@ def test_bad_admin_paths_and_queries_are_clear_4xx(admin: TestClient, live_sandb
 def test_a_hostile_push_leaves_the_event_loop_to_other_requests(admin: TestClient) -> None:
     """A push of many short fields of markup left open (each one used to go to html.parser, which
     spends milliseconds on 1 KiB of "<a"): while it is normalised, widget tokens on the same app are
-    still answered in between (before the fix they waited for the whole normalisation: about 50 s)."""
+    still answered in between (before the fix they waited for the whole normalisation: 26 s,
+    measured with 28 such products)."""
     hostile = "<a'" + "<a" * 500
     body = json.dumps({"products": [product(i, tags=[hostile] * 250) for i in range(56)]}).encode()
     answered: list[tuple[float, float]] = []  # (sent, answered) of each token request
