@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ from app.store.deadline import RedisDeadline
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+# A window's key in Redis lives until the window ends, plus this much: replicas' clocks differ a
+# little, and a late sync must not recreate a key that lives for another minute. Redis thus holds
+# one key per client seen in the last minute or so (measured: ~100 bytes per key, ~10 MB per 100k
+# addresses per limit), whatever the number of addresses a botnet rotates through.
+WINDOW_SLACK_SECONDS = 5
+# What one replica remembers per limit (~275 bytes a client: ~14 MB at the cap). Past it, the client
+# first seen longest ago this minute is forgotten: its next hit is judged afresh (one hit allowed,
+# plus its unsynced hits lost, at most a sixteenth of its budget) and the sync that hit starts brings
+# back its total from Redis. A flood of new addresses costs a held client a hit, not the limit.
+MAX_CLIENTS = 50_000
 
 
 @dataclass(slots=True)
@@ -51,6 +62,7 @@ class RateLimiter:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         deadline: RedisDeadline | None = None,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
         self._store = store
         self._deadline = deadline or RedisDeadline("rate_limit", 0.1)
@@ -60,8 +72,13 @@ class RateLimiter:
         self._sync_interval = sync_interval
         self._wall = wall_clock
         self._mono = monotonic
-        self._clients: dict[str, _Window] = {}
+        self._clients: dict[str, _Window] = {}  # in order of first hit this window
+        self._max_clients = max_clients
         self._current_window = 0
+
+    @property
+    def clients_remembered(self) -> int:
+        return len(self._clients)
 
     async def enforce(self, client: str, what: str) -> None:
         """Count a request of ``client`` (app.clientaddress.client_key); raise 429 with Retry-After
@@ -87,6 +104,8 @@ class RateLimiter:
             self._current_window = window
         state = self._clients.get(client)
         if state is None or state.window != window:
+            if state is None and len(self._clients) >= self._max_clients:
+                del self._clients[next(iter(self._clients))]
             state = self._clients[client] = _Window(window)
         state.pending += 1
         # Sync by time, and also whenever our unsynced hits reach a sixteenth of what is left of the
@@ -112,11 +131,12 @@ class RateLimiter:
             await asyncio.gather(*self._syncs)
 
     async def _sync(self, client: str, state: _Window) -> None:
+        # Relative to now, so the key dies when this replica's window does, whatever Redis's clock says.
+        left = (state.window + 1) * WINDOW_SECONDS - self._wall()
+        ttl = max(1, math.ceil(left)) + WINDOW_SLACK_SECONDS
         try:
             total = await self._deadline.run(
-                lambda: self._store.add_to_window(
-                    self.name, client, state.window, state.in_flight, WINDOW_SECONDS * 2
-                )
+                lambda: self._store.add_to_window(self.name, client, state.window, state.in_flight, ttl)
             )
         except (RedisError, OSError):
             metrics.redis_errors.labels("rate_limit").inc()

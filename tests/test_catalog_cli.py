@@ -420,3 +420,26 @@ def test_drift_against_the_docs_fake_and_without_its_read_route(
     assert drift_note.startswith("drift check skipped: Neuroon answered 404 to GET /products/{externalId}")
     assert ids_note.startswith("3 rows have no sku column: their id was taken as the SKU")
     assert neuroon.catalog["D1"]["name"] == "n1 v2"
+
+
+def test_delete_takes_ids_in_the_normal_form_the_sync_sent(
+    redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    """The sync sends ``SKU-1`` for a feed's " SKU-1 " (app/identifiers.py): a delete typed or pasted
+        with the same stray characters must delete that product (Neuroon answers 204 to a delete of
+    an id it does not have, so the miss was silent)."""
+    rows = [
+        {"id": f"SKU-{i}", "title": f"Product {i}", "price": "9.99", "link": f"https://shop.example/{i}"}
+        for i in (1, 2, 3)
+    ]
+    feed = write_jsonl(tmp_path / "feed.jsonl", rows)
+    with sandbox_process(tmp_path) as url:
+        assert cli(["catalog", "sync", str(feed)], url, redis_url, tmp_path).returncode == 0
+        done = cli(["catalog", "delete", " SKU-1 ", "\u200bSKU-2\u00a0"], url, redis_url, tmp_path)
+        catalog = httpx.get(f"{url}/_sandbox/shops/{SHOP_ID}/products").json()["products"]
+        blank = cli(["catalog", "delete", "\u200b ", "--json"], url, redis_url, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(done.stdout.splitlines()) == ["deleted SKU-1", "deleted SKU-2"]
+    assert [p["externalId"] for p in catalog] == ["SKU-3"]
+    assert blank.returncode == 1
+    assert json.loads(blank.stdout)["failed"] == {"\u200b ": "blank once invisible characters are removed"}

@@ -219,3 +219,43 @@ def test_woocommerces_example_order_by_product_id(gateway: GatewayFactory, live_
         {"productId": "93", "searchLogId": "log_93", "quantity": 2, "lineTotal": Decimal("6.00")},
         {"productId": "22", "searchLogId": "log_22", "quantity": 1, "lineTotal": Decimal("12.00")},
     ]
+
+
+# Gift cards in WooCommerce come from extensions; their data below is what each one writes
+# (app/conversions/orders.py names the keys and where they come from), added to the published order.
+GIFT_CARD_META = {
+    "woocommerce-gift-cards": {"id": 2101, "key": "wc_gc_giftcard_amount", "value": "6.00"},
+    "pw-gift-cards": {"id": 2102, "key": "pw_gift_card_to", "value": "friend@example.com"},
+}
+
+
+@pytest.mark.parametrize("meta", GIFT_CARD_META.values(), ids=GIFT_CARD_META.keys())
+def test_a_woocommerce_gift_card_line_is_not_reported_as_a_product_sale(
+    gateway: GatewayFactory, live_sandbox: Sandbox, meta: dict[str, Any]
+) -> None:
+    client = gateway(gateway_product_id_field="product_id")
+    order = load("woocommerce_order_727.json")
+    order["line_items"][0]["meta_data"] = [meta]
+    response = post_woo(client, with_meta_clicks(order, {"93": "log_93", "22": "log_22"}))
+    assert response.json()["status"] == "accepted"
+    wait_for(lambda: delivered(client, "727"), "delivery")
+    assert [c["productId"] for c in conversion(live_sandbox, "727")["conversions"]] == ["22"]
+    [skipped] = state_of(client, "727")["skippedLines"]
+    assert (skipped["line"], skipped["productId"]) == (0, "93")
+    assert skipped["reason"].startswith("a gift card")
+
+
+def test_a_gift_card_redeemed_in_woocommerce_counts_in_the_order_value(
+    gateway: GatewayFactory, live_sandbox: Sandbox
+) -> None:
+    """ "WooCommerce Gift Cards" takes a redeemed card off ``total`` and lists it in ``gift_cards``:
+    the sale is still 29.35, as Shopify's total_price would say with a gift card as the payment."""
+    client = gateway(gateway_product_id_field="sku")
+    order = load("woocommerce_order_727.json") | {
+        "total": "19.35",
+        "gift_cards": [{"id": 7, "code": "AB12-CD34-EF56-GH78", "amount": "10.00"}],
+    }
+    response = post_woo(client, with_meta_clicks(order, {"Bar3": "log_bar"}))
+    assert response.json()["status"] == "accepted"
+    wait_for(lambda: delivered(client, "727"), "delivery")
+    assert conversion(live_sandbox, "727")["orderValue"] == Decimal("29.35")

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from app.embedded_redis import EmbeddedRedis
-from app.ratelimit import RateLimiter
-from app.store import Store, connect
+from app.ratelimit import WINDOW_SLACK_SECONDS, RateLimiter
+from app.store import Store, connect, rate_window_key
 from app.store.deadline import RedisDeadline
 from tests.conftest import CANARY_KEY, SHOP_ID
 from tests.support import run_gateway
@@ -95,3 +95,34 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(
                 for _ in range(3)
             ]
             assert statuses == [200, 200, 429]
+
+
+# --- what many client addresses cost ---------------------------------------------------------------
+
+
+async def test_a_client_window_lives_in_redis_only_until_its_window_ends(
+    store: Store, redis_client: redis.Redis
+) -> None:
+    """A botnet's addresses cost Redis one key each for as long as the key can matter: to the end of
+    its one-minute window (and a few seconds for replicas' clocks), not two minutes past its first hit."""
+    minute = 29_000_000 * 60
+    limiter = RateLimiter(store, "test", 10, wall_clock=lambda: minute + 50.0)
+    await hit_and_sync(limiter, "198.51.100.20")
+    ttl = redis_client.ttl(rate_window_key("test", "198.51.100.20", 29_000_000))
+    assert 0 < ttl <= 10 + WINDOW_SLACK_SECONDS
+
+
+async def test_a_replica_remembers_a_bounded_number_of_clients_and_still_holds_each_to_its_limit(
+    store: Store,
+) -> None:
+    minute = 29_000_001 * 60.0  # one window throughout: a new one would forgive the client anyway
+    limiter = RateLimiter(store, "test", 5, sync_interval=0, max_clients=100, wall_clock=lambda: minute)
+    assert [await hit_and_sync(limiter, "198.51.100.30") for _ in range(6)][-1] is not None
+    for i in range(1000):  # a flood of new addresses pushes the limited client out of memory
+        await limiter.hit(f"10.0.{i // 256}.{i % 256}")
+    await limiter.synced()
+    assert limiter.clients_remembered <= 100
+    # Forgotten, it is judged afresh for one hit, and the window kept in Redis limits it again.
+    later = [await hit_and_sync(limiter, "198.51.100.30") for _ in range(3)]
+    assert later[1] is not None
+    assert later[2] is not None

@@ -16,6 +16,7 @@ from typing import Any
 from app.catalog.feed import FeedRow
 from app.catalog.mapping import FieldMapping
 from app.catalog.platforms import NEUROON_FIELDS, Expander
+from app.identifiers import normalise_identifier
 from app.neuroon.client import NeuroonClient
 from app.neuroon.errors import NeuroonError, NeuroonRejected
 from app.product_identity import product_identity
@@ -23,6 +24,7 @@ from app.shops import Shop
 from app.store.catalog import CatalogStore
 
 DELETES_IN_FLIGHT = 4
+BLANK_ID = "blank once invisible characters are removed"
 
 
 @dataclass
@@ -39,8 +41,17 @@ class DeleteReport:
 async def delete_products(
     shop: Shop, neuroon: NeuroonClient, store: CatalogStore, external_ids: Sequence[str]
 ) -> DeleteReport:
-    """DELETE each product; a 404 counts as done. The ledger forgets what is gone."""
+    """DELETE each product; a 404 counts as done. The ledger forgets what is gone.
+
+    Ids take the normal form the sync gave every externalId (app/identifiers.py), so " SKU-1 " deletes
+    the product synced as "SKU-1" (Neuroon answers 204 to an id it does not have: a miss is silent)."""
     report = DeleteReport()
+    wanted: dict[str, None] = {}
+    for given in external_ids:
+        if external_id := normalise_identifier(given):
+            wanted[external_id] = None
+        else:
+            report.failed[given] = BLANK_ID
     gate = asyncio.Semaphore(DELETES_IN_FLIGHT)
 
     async def one(external_id: str) -> None:
@@ -53,7 +64,7 @@ async def delete_products(
         await store.forget(shop.id, [external_id])
         (report.deleted if existed else report.already_gone).append(external_id)
 
-    await asyncio.gather(*(one(i) for i in dict.fromkeys(external_ids)))
+    await asyncio.gather(*(one(i) for i in wanted))
     return report
 
 

@@ -14,7 +14,7 @@ from app.auth import AdminDep
 from app.catalog.feed import FeedRow
 from app.catalog.mapping import MappingError, load_mapping
 from app.catalog.normalise import Rules
-from app.catalog.reconcile import delete_products
+from app.catalog.reconcile import BLANK_ID, delete_products
 from app.catalog.service import record_deleted, sync_feed
 from app.catalog.sync import SyncOptions
 from app.catalog.verify import verify_domain
@@ -133,8 +133,11 @@ async def push_products(
 
 @router.delete(
     "/v1/admin/catalog/products/{external_id:path}",
-    summary="Delete a product (already gone counts as deleted)",
-    responses={502: {"description": "upstream_failed"}},
+    summary="Delete a product (already gone counts as deleted; the id is read in its normal form)",
+    responses={
+        400: {"description": "invalid_request: the externalId is blank once normalised"},
+        502: {"description": "upstream_failed"},
+    },
 )
 async def delete_product(
     _: AdminDep,
@@ -144,10 +147,14 @@ async def delete_product(
 ) -> dict[str, Any]:
     shop = state.shops.resolve(shop_id)
     report = await delete_products(shop, state.neuroon, state.catalog, [external_id])
+    if report.failed.get(external_id) == BLANK_ID:
+        raise GatewayError(400, "invalid_request", f"externalId: {BLANK_ID}")
     if not report.ok:
-        raise GatewayError(502, "upstream_failed", f"Neuroon did not delete it: {report.failed[external_id]}")
+        [reason] = report.failed.values()
+        raise GatewayError(502, "upstream_failed", f"Neuroon did not delete it: {reason}")
     await record_deleted(state.catalog, shop.id, 1)
-    return {"externalId": external_id, "deleted": True, "alreadyGone": bool(report.already_gone)}
+    [deleted] = report.deleted + report.already_gone  # in its normal form, as the sync sent it
+    return {"externalId": deleted, "deleted": True, "alreadyGone": bool(report.already_gone)}
 
 
 @router.post(

@@ -312,6 +312,40 @@ def _scaled(line: OrderLine, paid: Decimal, total: Decimal) -> OrderLine:
 
 WOOCOMMERCE_ORDER_TOPICS = frozenset({"order.created", "order.updated"})
 WOOCOMMERCE_PAID_STATUSES = frozenset({"processing", "completed"})
+# WooCommerce itself has no gift card flag. The extensions that sell gift cards mark the purchased
+# line with meta of their own, under public keys (no leading "_"), so the REST payload a webhook
+# carries shows them: "WooCommerce Gift Cards" (woocommerce.com) always sets wc_gc_giftcard_amount,
+# with wc_gc_giftcard_to/_to_multiple/_from/_message; "PW WooCommerce Gift Cards" (Pimwick) sets
+# pw_gift_card_to/_from/_message/_amount, and pw_gift_card_number once the card is issued (it may
+# hide _amount outside the admin, hence any of its keys). Others, such as YITH's (keys "_ywgc_…",
+# hidden from REST payloads), cannot be told from an ordinary line: README, "What gets sent".
+WOOCOMMERCE_GIFT_CARD_META = ("wc_gc_giftcard_", "pw_gift_card_")
+
+
+def _woocommerce_gift_card(item: Mapping[str, Any]) -> bool:
+    meta = item.get("meta_data")
+    return isinstance(meta, list) and any(
+        isinstance(entry, dict)
+        and isinstance(entry.get("key"), str)
+        and entry["key"].startswith(WOOCOMMERCE_GIFT_CARD_META)
+        for entry in meta
+    )
+
+
+def _redeemed_gift_cards(value: Any) -> Decimal:
+    """What gift cards paid of the order, from "WooCommerce Gift Cards"' ``gift_cards`` field
+    ([{id, code, amount}], read by WooCommerce's own mobile app). That extension takes redeemed cards
+    off the order's ``total``, as a payment would be; the conversion reports the sale whatever paid
+    for it, as Shopify's ``total_price`` does (a gift card is a payment there). Lenient: an entry
+    whose amount cannot be read adds nothing (the field is the extension's, not WooCommerce's)."""
+    paid = Decimal(0)
+    for entry in value if isinstance(value, list) else []:
+        try:
+            amount = _money(entry.get("amount") if isinstance(entry, dict) else None, "gift_cards")
+        except Malformed:
+            continue
+        paid += max(amount, Decimal(0))
+    return paid
 
 
 def parse_woocommerce(payload: Any, topic: str | None, product_id_field: ProductIdField) -> Order:
@@ -325,7 +359,7 @@ def parse_woocommerce(payload: Any, topic: str | None, product_id_field: Product
     status = order.get("status")
     if not isinstance(status, str) or status not in WOOCOMMERCE_PAID_STATUSES:
         raise Ignored(f"order status {status!r} is not a paid status")
-    total = _money(order.get("total"), "total")
+    total = _money(order.get("total"), "total") + _redeemed_gift_cards(order.get("gift_cards"))
 
     def key_of(item: Mapping[str, Any]) -> str:
         if product_id_field == "variant_id":
@@ -335,6 +369,8 @@ def parse_woocommerce(payload: Any, topic: str | None, product_id_field: Product
         return product_id_field
 
     def read(i: int, item: Mapping[str, Any], where: str) -> OrderLine:
+        if _woocommerce_gift_card(item):  # before the id: a gift card product often has no SKU
+            raise NotASale("a gift card: money held for a later purchase, not a product sale")
         key = key_of(item)
         product_id = _line_identifier(item.get(key), f"{where}.{key}")
         quantity = _quantity(item.get("quantity"), f"{where}.quantity")

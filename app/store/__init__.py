@@ -49,6 +49,7 @@ def token_lock_key(shop_id: str, key_fingerprint: str) -> str:
 
 
 def rate_window_key(limit: str, client: str, window: int) -> str:
+    # TTL: to the end of its one-minute window, plus a few seconds (app/ratelimit.py).
     return f"{PREFIX}rl:{limit}:{client}:{window}"
 
 
