@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the store, admin and live_sandbox fixtures come from other test modules, by import
 """A catalog batch never fails for its size: batches are cut by encoded size as well as count, and a 413
 from Neuroon splits the batch until each request fits or one product alone is refused. Against the sandbox
 (in-process, its body limit as Neuroon's) and a real Redis, for `catalog sync` and the admin push."""
@@ -79,7 +80,7 @@ async def test_a_catalog_of_long_products_is_cut_by_size_and_arrives_whole(
     shop: Shop,
     neuroon: NeuroonClient,
     store: CatalogStore,
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
 ) -> None:
     feed = family(600)
     report = await run(shop, neuroon, store, feed)
@@ -102,7 +103,7 @@ async def test_a_413_splits_the_batch_until_every_request_fits(
     shop: Shop,
     neuroon: NeuroonClient,
     store: CatalogStore,
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
 ) -> None:
     sandbox.max_body = SMALL_LIMIT
     report = await run(shop, neuroon, store, family(40), concurrency=2)
@@ -121,7 +122,7 @@ async def test_a_product_too_big_alone_is_rejected_with_its_size_and_the_rest_ar
     shop: Shop,
     neuroon: NeuroonClient,
     store: CatalogStore,
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
 ) -> None:
     sandbox.max_body = SMALL_LIMIT
     feed = family(20)
@@ -147,7 +148,7 @@ async def test_a_full_sync_split_by_413_wipes_once_and_keeps_every_product(
     shop: Shop,
     neuroon: NeuroonClient,
     store: CatalogStore,
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
 ) -> None:
     await run(shop, neuroon, store, [item("OLD")])
     sandbox.max_body = SMALL_LIMIT
@@ -163,8 +164,8 @@ async def test_a_full_sync_split_by_413_wipes_once_and_keeps_every_product(
 
 
 def test_the_admin_push_of_long_products_arrives_whole(
-    admin: TestClient,  # noqa: F811
-    live_sandbox: Sandbox,  # noqa: F811
+    admin: TestClient,
+    live_sandbox: Sandbox,
 ) -> None:
     response = admin.post("/v1/admin/catalog/products", json={"products": family(600)}, headers=AUTH)
     assert response.status_code == 200, response.text

@@ -1,5 +1,6 @@
 """The sandbox's switches, for tests (in-process) and demos (over HTTP under ``/_sandbox``): fault
-scripts per operation, outage, latency, rate limiting, the body size limit, and a record of every request received."""
+scripts per operation, outage, latency, rate limiting, the body size limit, and a record of every
+request received."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ class Sandbox:
         return queue.popleft() if queue else None
 
     def reset(self) -> None:
-        """Forget catalog, conversions, verification, faults, limits (body size too) and the request record."""
+        """Forget catalog, conversions, verification, faults, limits, body limit, request record."""
         for shop_id, state in list(self.shops.items()):
             self.shops[shop_id] = ShopState(state.shop)
         self._scripts.clear()
