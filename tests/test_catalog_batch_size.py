@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.catalog.plan import ENVELOPE_BYTES, MAX_BATCH_BYTES, batch_length
+from app.catalog.sync import SyncReport
 from app.neuroon.client import NeuroonClient
 from app.sandbox import Sandbox
 from app.sandbox.wire import MAX_BODY
@@ -22,6 +25,19 @@ from tests.test_catalog_admin import AUTH, admin, live_sandbox  # noqa: F401 - f
 from tests.test_catalog_sync import item, run, store  # noqa: F401 - store: a fixture, used by name
 
 SMALL_LIMIT = 64 * 1024  # a stricter Neuroon than the sandbox's default
+
+
+Sync = Callable[..., Awaitable[SyncReport]]
+
+
+@pytest.fixture
+def sync(shop: Shop, neuroon: NeuroonClient, store: CatalogStore) -> Sync:
+    """A sync run of a feed for the test shop: ``await sync(feed, **options)``."""
+
+    async def go(feed: list[dict[str, Any]], **kw: Any) -> SyncReport:
+        return await run(shop, neuroon, store, feed, **kw)
+
+    return go
 
 
 def big(i: int | str, **extra: Any) -> dict[str, Any]:
@@ -65,6 +81,16 @@ def assert_parents_first_and_keys_per_batch(sandbox: Sandbox) -> None:
     assert sandbox.shops[SHOP_ID].dropped_variants == []
 
 
+async def assert_arrived_whole(sandbox: Sandbox, store: CatalogStore, count: int, limit: int) -> None:
+    """Every product reached Neuroon and the ledger, in requests no larger than ``limit``, parents first."""
+    accepted = accepted_syncs(sandbox)
+    assert max(len(raw) for raw, _, _ in accepted) <= limit
+    assert sum(len(body["products"]) for _, body, _ in accepted) == count
+    assert len(sandbox.products(SHOP_ID)) == count
+    assert await store.count(SHOP_ID) == count
+    assert_parents_first_and_keys_per_batch(sandbox)
+
+
 def test_a_batch_takes_what_fits_in_the_budget_and_always_one_product() -> None:
     assert batch_length([10] * 9, 5, max_bytes=1000) == 5  # the count limit
     # Products joined by ",": the envelope, then 3 of 100 bytes and 2 commas.
@@ -77,58 +103,41 @@ def test_a_batch_takes_what_fits_in_the_budget_and_always_one_product() -> None:
 
 
 async def test_a_catalog_of_long_products_is_cut_by_size_and_arrives_whole(
-    shop: Shop,
-    neuroon: NeuroonClient,
-    store: CatalogStore,
-    sandbox: Sandbox,
+    sync: Sync, store: CatalogStore, sandbox: Sandbox
 ) -> None:
     feed = family(600)
-    report = await run(shop, neuroon, store, feed)
+    report = await sync(feed)
     assert report.ok, report.to_text()
     assert (report.sent, report.rejected_count) == (600, 0)
     statuses = sandbox.statuses("sync_products")
     assert 413 not in statuses
     sizes = [len(raw) for raw, _, _ in accepted_syncs(sandbox)]
     assert len(sizes) == len(statuses) == report.batches >= 2
-    assert max(sizes) <= MAX_BATCH_BYTES
-    assert sum(len(body["products"]) for _, body, _ in accepted_syncs(sandbox)) == 600
     # 500 of these products would not have fitted in one request under the sandbox's 5 MiB.
     assert sum(sizes) * 500 // 600 > MAX_BODY
-    assert len(sandbox.products(SHOP_ID)) == 600
-    assert await store.count(SHOP_ID) == 600
-    assert_parents_first_and_keys_per_batch(sandbox)
+    await assert_arrived_whole(sandbox, store, 600, MAX_BATCH_BYTES)
 
 
 async def test_a_413_splits_the_batch_until_every_request_fits(
-    shop: Shop,
-    neuroon: NeuroonClient,
-    store: CatalogStore,
-    sandbox: Sandbox,
+    sync: Sync, store: CatalogStore, sandbox: Sandbox
 ) -> None:
     sandbox.max_body = SMALL_LIMIT
-    report = await run(shop, neuroon, store, family(40), concurrency=2)
+    report = await sync(family(40), concurrency=2)
     assert report.ok, report.to_text()
     assert (report.sent, report.rejected_count, report.failed_count) == (40, 0, 0)
     assert 413 in sandbox.statuses("sync_products")
-    accepted = accepted_syncs(sandbox)
-    assert max(len(raw) for raw, _, _ in accepted) <= SMALL_LIMIT
-    assert report.batches == len(accepted)
-    assert len(sandbox.products(SHOP_ID)) == 40
-    assert await store.count(SHOP_ID) == 40
-    assert_parents_first_and_keys_per_batch(sandbox)
+    assert report.batches == len(accepted_syncs(sandbox))
+    await assert_arrived_whole(sandbox, store, 40, SMALL_LIMIT)
 
 
 async def test_a_product_too_big_alone_is_rejected_with_its_size_and_the_rest_arrive(
-    shop: Shop,
-    neuroon: NeuroonClient,
-    store: CatalogStore,
-    sandbox: Sandbox,
+    sync: Sync, store: CatalogStore, sandbox: Sandbox
 ) -> None:
     sandbox.max_body = SMALL_LIMIT
     feed = family(20)
     feed[7] = big("HUGE", categories="Enormous category " * 5000)  # ~90 KB as JSON
     feed.insert(8, big("HUGE-V", parent_id="PHUGE"))
-    report = await run(shop, neuroon, store, feed)
+    report = await sync(feed)
     assert [(r.external_id, r.line, r.field) for r in report.rejected] == [("PHUGE", 8, "product")]
     reason = report.rejected[0].reason
     assert "HTTP 413" in reason
@@ -145,15 +154,12 @@ async def test_a_product_too_big_alone_is_rejected_with_its_size_and_the_rest_ar
 
 
 async def test_a_full_sync_split_by_413_wipes_once_and_keeps_every_product(
-    shop: Shop,
-    neuroon: NeuroonClient,
-    store: CatalogStore,
-    sandbox: Sandbox,
+    sync: Sync, store: CatalogStore, sandbox: Sandbox
 ) -> None:
-    await run(shop, neuroon, store, [item("OLD")])
+    await sync([item("OLD")])
     sandbox.max_body = SMALL_LIMIT
     feed = [big("HUGE", categories="Enormous category " * 5000), *family(12)]
-    report = await run(shop, neuroon, store, feed, full=True)
+    report = await sync(feed, full=True)
     types = [body["syncType"] for _, body, _ in accepted_syncs(sandbox)[1:]]
     # The huge first product was refused without a wipe, so the next request carries the FULL.
     assert types[0] == "FULL"
