@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -119,13 +120,15 @@ async def test_a_catalog_of_long_products_is_cut_by_size_and_arrives_whole(
 
 
 async def test_a_413_splits_the_batch_until_every_request_fits(
-    sync: Sync, store: CatalogStore, sandbox: Sandbox
+    sync: Sync, store: CatalogStore, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="app.catalog.sync")
     sandbox.max_body = SMALL_LIMIT
     report = await sync(family(40), concurrency=2)
     assert report.ok, report.to_text()
     assert (report.sent, report.rejected_count, report.failed_count) == (40, 0, 0)
     assert 413 in sandbox.statuses("sync_products")
+    assert "catalog_batch_split" in caplog.messages  # operators see that Neuroon's limit is lower
     assert report.batches == len(accepted_syncs(sandbox))
     await assert_arrived_whole(sandbox, store, 40, SMALL_LIMIT)
 
