@@ -432,9 +432,22 @@ async def test_http_controls_script_faults_outage_and_latency(
     assert sandbox.latency == 0
 
 
+async def test_http_control_lowers_the_body_limit_until_reset(
+    raw: httpx.AsyncClient, sandbox: Sandbox
+) -> None:
+    assert (await raw.get("/_sandbox/state")).json()["maxBody"] == 5 * 1024 * 1024
+    assert (await raw.post("/_sandbox/body-limit", json={"bytes": 100})).status_code == 204
+    assert (await raw.get("/_sandbox/state")).json()["maxBody"] == 100
+    response = await raw.post(f"/api/plugin/shops/{SHOP_ID}/products/sync", content=b"x" * 101)
+    assert (response.status_code, response.json()["message"]) == (413, "Request body exceeds 100 bytes")
+    await raw.post("/_sandbox/reset")
+    assert sandbox.max_body == 5 * 1024 * 1024
+
+
 @pytest.mark.parametrize(
     ("path", "content"),
     [
+        ("/_sandbox/body-limit", b'{"bytes": 0}'),
         ("/_sandbox/faults", b"{"),
         ("/_sandbox/faults", b'{"operation": "nope", "script": [503]}'),
         ("/_sandbox/faults", b'{"operation": "shop_info", "script": [999]}'),

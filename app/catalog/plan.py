@@ -1,4 +1,5 @@
-"""Ordering and batching: variants after their parents, orphans held back, batches of at most N.
+"""Ordering and batching: variants after their parents, orphans held back, batches of at most N products
+and at most MAX_BATCH_BYTES of JSON.
 
 "Send the parent first … Orphan variants (no parent in the same batch nor previously synced) are
 silently dropped." The planner sees products in feed order and releases each one only when its parent
@@ -10,12 +11,20 @@ variant after its parent, or later than the batch holding it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from app.neuroon.models import Product, SyncType
+
+# Neuroon documents at most 500 products per sync request but no body size limit (neuroon-api.md §5); the
+# sandbox refuses bodies over 5 MiB as our stand-in for the unknown real one. 4 MiB leaves a fifth of that
+# as margin; a smaller real limit is met by splitting on 413 (sync.py), so a guess too high costs requests,
+# never products.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+# The request body around the products: {"syncType":"INCREMENTAL","products":[…]} (FULL is shorter).
+ENVELOPE_BYTES = len(orjson.dumps({"syncType": SyncType.INCREMENTAL.value, "products": []}))
 
 
 @dataclass(slots=True)
@@ -94,6 +103,24 @@ class Planner:
             for item in items
         ]
         return released, sorted(orphans, key=lambda o: (o.line, o.element or 0))
+
+
+def encoded_size(product: Product) -> int:
+    """Bytes the product takes in a sync request's body (the client encodes it the same way)."""
+    return len(orjson.dumps(product.to_wire()))
+
+
+def batch_length(sizes: Iterable[int], max_count: int, max_bytes: int = MAX_BATCH_BYTES) -> int:
+    """How many of the products waiting (their encoded sizes, in order) the next batch takes: at most
+    ``max_count``, and no more than keep the body within ``max_bytes``. Always at least one: a product over
+    the budget on its own still goes, alone, and Neuroon decides (a 413 then rejects it with its size)."""
+    total, count = ENVELOPE_BYTES, 0
+    for size in sizes:
+        grown = total + size + (1 if count else 0)  # products are joined by ","
+        if count == max_count or (count and grown > max_bytes):
+            break
+        total, count = grown, count + 1
+    return count
 
 
 def idempotency_key(shop_id: str, product_ids: Sequence[str], sync_type: SyncType) -> str:

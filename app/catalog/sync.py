@@ -25,7 +25,15 @@ from typing import Any
 from app.catalog.feed import FeedRow, where
 from app.catalog.mapping import IDS_FOR_SKU
 from app.catalog.normalise import RowError, Rules, normalise
-from app.catalog.plan import Orphan, Planned, Planner, content_hash, idempotency_key
+from app.catalog.plan import (
+    Orphan,
+    Planned,
+    Planner,
+    batch_length,
+    content_hash,
+    encoded_size,
+    idempotency_key,
+)
 from app.catalog.platforms import NEUROON_FIELDS, Expander
 from app.neuroon.client import NeuroonClient
 from app.neuroon.errors import NeuroonError, NeuroonRejected
@@ -272,6 +280,7 @@ class _Item:
     planned: Planned
     content_hash: str
     previous: LedgerEntry | None
+    size: int  # bytes in a sync request's body
 
     @property
     def external_id(self) -> str:
@@ -446,13 +455,16 @@ class SyncRun:
             if previous is not None and previous.content_hash == digest and not self.options.force:
                 self.report.unchanged += 1
                 continue
-            self._outgoing.append(_Item(planned, digest, previous))
+            self._outgoing.append(_Item(planned, digest, previous, encoded_size(planned.product)))
         await self._cut()
 
     async def _cut(self, *, final: bool = False) -> None:
         size = self.options.batch_size
-        while len(self._outgoing) >= size or (final and self._outgoing):
-            items, self._outgoing = self._outgoing[:size], self._outgoing[size:]
+        while self._outgoing:
+            count = batch_length((i.size for i in self._outgoing), size)
+            if count == len(self._outgoing) < size and not final:
+                return  # the batch could still take more
+            items, self._outgoing = self._outgoing[:count], self._outgoing[count:]
             index = len(self._done)
             depends = {0} if self.options.full and index > 0 else set()
             for item in items:
@@ -488,11 +500,10 @@ class SyncRun:
                 self._done[batch.index].set()
                 self.progress(self.report)
 
-    async def _send(self, batch: _Batch) -> None:
-        for index in sorted(batch.depends_on):
-            await self._done[index].wait()
-        items = []
-        for item in batch.items:
+    def _sendable(self, items: list[_Item]) -> list[_Item]:
+        """These products less those that must not go: the run was aborted, or their parent failed."""
+        out = []
+        for item in items:
             parent = item.planned.product.parent_external_id
             if self._abort:
                 self.report.fail(item.external_id, "not sent: the run was aborted")
@@ -501,33 +512,59 @@ class SyncRun:
                 self._failed_ids.add(item.external_id)
                 self.report.fail(item.external_id, "not sent: its parent could not be synced")
             else:
-                items.append(item)
+                out.append(item)
+        return out
+
+    async def _send(self, batch: _Batch) -> None:
+        for index in sorted(batch.depends_on):
+            await self._done[index].wait()
+        items = self._sendable(batch.items)
         if items and not self.options.full and not self.options.overwrite_drift:
             items = await self._without_drift(items)
         if not items:
             return
-        self.report.batches += 1
         if self.options.dry_run:
+            self.report.batches += 1
             self.report.sent += len(items)
             return
+        await self._request(batch.index, items, batch.sync_type)
+
+    async def _request(self, index: int, items: list[_Item], sync_type: SyncType) -> SyncType:
+        """One sync request for these products; on 413 (Neuroon's body limit is not documented, and may be
+        under our budget), the two halves in turn, recursively, each with its own idempotency key. A
+        product refused alone is rejected with its size; the rest go on. Returns the sync type for the
+        rest of the batch: FULL until a FULL request got an answer (a second FULL would wipe the first)."""
+        items = self._sendable(items)  # a parent may have been refused in the other half
+        if not items:
+            return sync_type
         ids = [i.external_id for i in items]
-        key = idempotency_key(self.shop.id, ids, batch.sync_type)
+        key = idempotency_key(self.shop.id, ids, sync_type)
         try:
             result = await self.neuroon.sync_products(
-                self.shop, [i.planned.product for i in items], sync_type=batch.sync_type, idempotency_key=key
+                self.shop, [i.planned.product for i in items], sync_type=sync_type, idempotency_key=key
             )
+        except NeuroonRejected as exc:
+            if exc.status != 413:
+                self._batch_failed(index, ids, exc)
+                return SyncType.INCREMENTAL
+            if len(items) > 1:
+                # Each batch paying a 413 first says Neuroon's limit is under MAX_BATCH_BYTES: worth a look.
+                split = {"shop": self.shop.id, "batch": index, "products": len(items)}
+                log.info("catalog_batch_split", extra=split)
+                half = len(items) // 2
+                sync_type = await self._request(index, items[:half], sync_type)
+                return await self._request(index, items[half:], sync_type)
+            (item,) = items
+            self._failed_ids.add(item.external_id)
+            reason = f"too large for Neuroon: {item.size} bytes as JSON, refused on its own ({exc.message})"
+            self.report.reject(
+                RowError(item.planned.line, "product", reason, item.external_id, item.planned.element)
+            )
+            return sync_type
         except NeuroonError as exc:
-            if isinstance(exc, NeuroonRejected) and exc.is_auth_failure:
-                self._abort = True
-                self.report.aborted = f"Neuroon refused the Shop API Key or Origin ({exc.message})"
-            reason = exc.message
-            if isinstance(exc, NeuroonRejected) and exc.details:
-                reason += " — " + "; ".join(exc.details[:5])
-            self._failed_ids.update(ids)
-            for external_id in ids:
-                self.report.fail(external_id, reason)
-            log.warning("catalog_batch_failed", extra={"shop": self.shop.id, "batch": batch.index})
-            return
+            self._batch_failed(index, ids, exc)
+            return SyncType.INCREMENTAL
+        self.report.batches += 1
         refused = {e.external_id: e.message or "refused" for e in result.errors if e.external_id}
         accepted = {}
         for item in items:
@@ -544,11 +581,25 @@ class SyncRun:
                 )
             else:
                 accepted[item.external_id] = LedgerEntry(item.content_hash, snapshot(item.planned.product))
-        if batch.sync_type is SyncType.FULL:
+        if sync_type is SyncType.FULL:
             # Neuroon wiped its catalog: nothing else of the ledger is true any more.
             await self.store.clear(self.shop.id)
         await self.store.record(self.shop.id, accepted)
         self.report.sent += len(accepted)
+        return SyncType.INCREMENTAL
+
+    def _batch_failed(self, index: int, ids: list[str], exc: NeuroonError) -> None:
+        self.report.batches += 1
+        if isinstance(exc, NeuroonRejected) and exc.is_auth_failure:
+            self._abort = True
+            self.report.aborted = f"Neuroon refused the Shop API Key or Origin ({exc.message})"
+        reason = exc.message
+        if isinstance(exc, NeuroonRejected) and exc.details:
+            reason += " — " + "; ".join(exc.details[:5])
+        self._failed_ids.update(ids)
+        for external_id in ids:
+            self.report.fail(external_id, reason)
+        log.warning("catalog_batch_failed", extra={"shop": self.shop.id, "batch": index})
 
     async def _read(self, item: _Item) -> Product | NeuroonError | None:
         try:

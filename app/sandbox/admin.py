@@ -41,6 +41,10 @@ class LatencyIn(_In):
     seconds: Annotated[float, Field(ge=0, le=60)]
 
 
+class BodyLimitIn(_In):
+    bytes: Annotated[int, Field(ge=1)]
+
+
 class LimitIn(_In):
     requests: Annotated[int, Field(ge=1)]
     window: Annotated[float, Field(gt=0, le=3600)]
@@ -123,6 +127,7 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
                 "shops": sorted(sandbox.shops),
                 "outage": sandbox.outage,
                 "latency": sandbox.latency,
+                "maxBody": sandbox.max_body,
                 "rateLimits": {
                     "enabled": sandbox.rate_limits.enabled,
                     "limits": {
@@ -154,6 +159,10 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
 
     async def latency(request: Request) -> Response:
         sandbox.latency = (await _parse(request, LatencyIn)).seconds
+        return Response(status_code=204)
+
+    async def body_limit(request: Request) -> Response:
+        sandbox.max_body = (await _parse(request, BodyLimitIn)).bytes
         return Response(status_code=204)
 
     async def rate_limits(request: Request) -> Response:
@@ -207,6 +216,7 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
         Route("/_sandbox/faults", guarded(faults), methods=["POST"]),
         Route("/_sandbox/outage", guarded(outage), methods=["POST"]),
         Route("/_sandbox/latency", guarded(latency), methods=["POST"]),
+        Route("/_sandbox/body-limit", guarded(body_limit), methods=["POST"]),
         Route("/_sandbox/rate-limits", guarded(rate_limits), methods=["POST"]),
         Route("/_sandbox/reset", guarded(reset), methods=["POST"]),
         Route("/_sandbox/requests", guarded(requests), methods=["GET"]),

@@ -1,5 +1,6 @@
 """The sandbox's switches, for tests (in-process) and demos (over HTTP under ``/_sandbox``): fault
-scripts per operation, outage, latency, rate limiting, and a record of every request received."""
+scripts per operation, outage, latency, rate limiting, the body size limit, and a record of every
+request received."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from app.neuroon.endpoints import DOCUMENTED_LIMITS, Limit, Operation
 from app.sandbox.state import SandboxShop, ShopState
+from app.sandbox.wire import MAX_BODY
 
 # The widget buckets are enforced by Neuroon today (neuroon-api.md §8.1); the plugin ones are configured.
 SANDBOX_LIMITS: dict[str, Limit] = {str(op): limit for op, limit in DOCUMENTED_LIMITS.items()} | {
@@ -104,6 +106,7 @@ class Sandbox:
         self.rate_limits = RateLimits(clock)
         self.outage = False
         self.latency = 0.0
+        self.max_body = MAX_BODY  # bytes; a larger request body gets 413
         self._scripts: dict[str, deque[Fault | None]] = {}
         self.requests: list[RecordedRequest] = []
         self.app: Any = None  # set by create_sandbox
@@ -146,12 +149,13 @@ class Sandbox:
         return queue.popleft() if queue else None
 
     def reset(self) -> None:
-        """Forget catalog, conversions, verification, faults, limits and the request record."""
+        """Forget catalog, conversions, verification, faults, limits, body limit, request record."""
         for shop_id, state in list(self.shops.items()):
             self.shops[shop_id] = ShopState(state.shop)
         self._scripts.clear()
         self.outage = False
         self.latency = 0.0
+        self.max_body = MAX_BODY
         self.rate_limits.configure(False, SANDBOX_LIMITS)
         self.requests.clear()
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from app.sandbox.auth import AuthError, authenticate
 from app.sandbox.control import Fault, RecordedRequest, Sandbox
 from app.sandbox.state import ShopState
-from app.sandbox.wire import MAX_BODY, BodyError, envelope, json_response, parse_json, rate_limit_body
+from app.sandbox.wire import BodyError, envelope, json_response, parse_json, rate_limit_body
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,13 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY:
-            raise BodyError(413, f"Request body exceeds {MAX_BODY} bytes")
+        if size > limit:
+            raise BodyError(413, f"Request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -81,7 +81,7 @@ def endpoint(
         call: Call | None = None
         body = b""
         try:
-            body = await _read_body(request)
+            body = await _read_body(request, sandbox.max_body)
             if sandbox.latency > 0:
                 await sleep(sandbox.latency)
             fault = None if sandbox.outage else sandbox.next_fault(operation)

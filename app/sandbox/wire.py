@@ -11,6 +11,8 @@ import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
+# Neuroon's request body limit is not documented (neuroon-api.md §5): 5 MiB is our assumption, a common
+# servlet/proxy default. Tests lower it (Sandbox.max_body) to play a stricter Neuroon.
 MAX_BODY = 5 * 1024 * 1024
 
 
