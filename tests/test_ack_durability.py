@@ -23,9 +23,10 @@ from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from app.store import connect, durability
-from app.store.conversions import ConversionStore, order_key
+from app.store.conversions import ConversionStore, order_key, stream_key
 from app.store.durability import AckDurability
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
+from tests.redis_shapes import Cluster, primary_clients
 from tests.test_delivery import wait_for
 from tests.webhooks import SHOPIFY_SECRET, encode, shopify_headers, shopify_order
 
@@ -115,8 +116,18 @@ def has_order(client: redis.Redis, order_id: int) -> bool:
     return bool(client.exists(order_key(SHOP_ID, str(order_id))))
 
 
-def calls(client: redis.Redis, command: str) -> int:
-    return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+def calls_per_primary(redis_url: str, command: str) -> dict[int, int]:
+    """How often each primary ran ``command``, by port (one server and Sentinel: the primary)."""
+    counts = {}
+    for client in primary_clients(redis_url):
+        stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+        counts[client.connection_pool.connection_kwargs["port"]] = int(stats.get("calls", 0))
+        client.close()
+    return counts
+
+
+def calls(redis_url: str, command: str) -> int:
+    return sum(calls_per_primary(redis_url, command).values())
 
 
 def test_an_order_is_accepted_only_once_the_replica_has_it(
@@ -270,9 +281,9 @@ def test_a_single_aof_server_waits_for_the_fsync(
 ) -> None:
     with gateway(make_settings, redis_url) as client:
         assert post_order(client, 6000).json()["status"] == "accepted"  # the script loaded
-        before = calls(redis_client, "waitaof")
+        before = calls(redis_url, "waitaof")
         assert post_order(client, 6001).json()["status"] == "accepted"
-        assert calls(redis_client, "waitaof") == before + 1
+        assert calls(redis_url, "waitaof") == before + 1
 
 
 def test_one_wait_per_batch_of_claims(redis_url: str, redis_client: redis.Redis) -> None:
@@ -283,11 +294,11 @@ def test_one_wait_per_batch_of_claims(redis_url: str, redis_client: redis.Redis)
         try:
             store = ConversionStore(client, AckDurability(client, replicas=None, timeout=0.5))
             await store.claim("shop_b", "B-first", body, "generic")  # the plan learned, the script loaded
-            before = calls(redis_client, "waitaof")
+            before = calls(redis_url, "waitaof")
             claims = await asyncio.gather(
                 *(store.claim("shop_b", f"B-{i}", body, "generic") for i in range(20))
             )
-            assert calls(redis_client, "waitaof") == before + 1
+            assert calls(redis_url, "waitaof") == before + 1
             return [c.outcome for c in claims]
         finally:
             await client.aclose()
@@ -301,7 +312,7 @@ def test_claims_arriving_during_a_wait_share_the_next_one(redis_url: str, redis_
         try:
             store = ConversionStore(client, AckDurability(client, replicas=None, timeout=0.5))
             await store.claim("shop_g", "G-first", b"{}", "generic")  # the plan learned, the script loaded
-            before = calls(redis_client, "waitaof")
+            before = calls(redis_url, "waitaof")
             claims = [asyncio.ensure_future(store.claim("shop_g", "G-0", b"{}", "generic"))]
             await asyncio.sleep(0)  # its batch is out, waiting for the fsync
             for i in range(1, 11):
@@ -309,7 +320,7 @@ def test_claims_arriving_during_a_wait_share_the_next_one(redis_url: str, redis_
                 await asyncio.sleep(0)  # each in an event-loop turn of its own
             assert [c.outcome for c in await asyncio.gather(*claims)] == ["accepted"] * 11
             # Each turn would have sent its own batch and wait (11); they gathered behind the first.
-            assert calls(redis_client, "waitaof") - before <= 3
+            assert calls(redis_url, "waitaof") - before <= 3
         finally:
             await client.aclose()
 
@@ -323,9 +334,9 @@ def test_claims_wait_again_after_a_script_cache_flush(redis_url: str, redis_clie
             store = ConversionStore(client, AckDurability(client, replicas=None, timeout=0.5))
             assert (await store.claim("shop_f", "F-1", b"{}", "generic")).outcome == "accepted"
             redis_client.script_flush()  # as after a Redis restart: the script is loaded, the batch run again
-            before = calls(redis_client, "waitaof")
+            before = calls(redis_url, "waitaof")
             assert (await store.claim("shop_f", "F-2", b"{}", "generic")).outcome == "accepted"
-            assert calls(redis_client, "waitaof") == before + 2  # the first wait covered nothing that ran
+            assert calls(redis_url, "waitaof") == before + 2  # the first wait covered nothing that ran
         finally:
             await client.aclose()
 
@@ -381,3 +392,135 @@ def test_startup_says_what_an_acknowledgement_waits_for(
     plans = [r.__dict__.get("waits_for") for r in caplog.records if r.getMessage() == "ack_durability"]
     assert plans == ["1 replica(s) (WAIT) and the AOF fsync (WAITAOF)"]
     assert not [r for r in caplog.records if r.getMessage() == "redis_durability_risk"]
+
+
+def _shops_per_primary(cluster: Any) -> dict[str, str]:
+    """A shop whose slot is on each primary of a cluster client (primary name -> shop id)."""
+    shops: dict[str, str] = {}
+    for n in range(1000):
+        shop = f"shop_n{n}"
+        shops.setdefault(cluster.get_node_from_key(stream_key(shop)).name, shop)
+        if len(shops) == len(cluster.get_primaries()):
+            return shops
+    raise LookupError("no shop found for every primary")
+
+
+def test_on_a_cluster_each_node_waits_for_its_own_writes(
+    redis_shape: str, redis_url: str, redis_client: Any
+) -> None:
+    """One batch of claims for shops on every primary: each primary runs the wait (WAIT for its replica,
+    WAITAOF for its disk) after its own scripts, once; a keyless wait sent to one node would cover the
+    writes of none of the others."""
+    if redis_shape != "cluster":
+        pytest.skip("runs in the suite's cluster pass (GATEWAY_TEST_REDIS=cluster)")
+    shops = list(_shops_per_primary(redis_client).values())
+
+    async def scenario() -> list[str]:
+        client = connect(redis_url)
+        try:
+            durability = AckDurability(client, replicas=None, timeout=0.5)
+            store = ConversionStore(client, durability)
+            for shop in shops:  # the plan learned, the script loaded on every node
+                assert (await store.claim(shop, "first", b"{}", "generic")).outcome == "accepted"
+            assert (await durability.plan()).replicas == 1  # the suite's cluster has a replica per primary
+            waits = calls_per_primary(redis_url, "wait"), calls_per_primary(redis_url, "waitaof")
+            claims = await asyncio.gather(  # one event-loop turn: one batch
+                *(store.claim(shop, f"N-{i}", b"{}", "generic") for shop in shops for i in range(5))
+            )
+            after = calls_per_primary(redis_url, "wait"), calls_per_primary(redis_url, "waitaof")
+            for before, now in zip(waits, after, strict=True):
+                assert {port: now[port] - n for port, n in before.items()} == dict.fromkeys(before, 1)
+            return [c.outcome for c in claims]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == ["accepted"] * 5 * len(shops)
+
+
+def test_on_a_cluster_a_hung_replica_fails_only_its_own_nodes_claims(
+    redis_shape: str, redis_topology: Any, redis_client: Any
+) -> None:
+    """The replica of one primary stops acknowledging: claims on that primary get NotDurable (503), while
+    claims in the same batch on the other primaries, whose replicas acknowledge, are accepted."""
+    if redis_shape != "cluster":
+        pytest.skip("runs in the suite's cluster pass (GATEWAY_TEST_REDIS=cluster)")
+    cluster: Cluster = redis_topology
+    shops = list(_shops_per_primary(redis_client).values())
+    hung = cluster.replica_of(cluster.primary_of(stream_key(shops[0])))
+
+    async def scenario() -> list[str]:
+        client = connect(cluster.url)
+        try:
+            durability = AckDurability(client, replicas=None, timeout=0.3)
+            store = ConversionStore(client, durability)
+            for shop in shops:  # the plan learned (a replica seen: WAIT 1), the script loaded on every node
+                assert (await store.claim(shop, "first", b"{}", "generic")).outcome == "accepted"
+            # Shorter than the cluster's node timeout (1 s): a slow replica, not one the cluster fails over.
+            hung.pause()
+            try:
+                outcomes = await asyncio.gather(
+                    *(store.claim(shop, "H-1", b"{}", "generic") for shop in shops), return_exceptions=True
+                )
+            finally:
+                hung.resume()
+            return [type(o).__name__ if isinstance(o, BaseException) else o.outcome for o in outcomes]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == ["NotDurable"] + ["accepted"] * (len(shops) - 1)
+
+
+def test_the_deployment_is_read_from_every_primary(redis_url: str) -> None:
+    """Each primary in turn flushes its AOF only when the OS likes (appendfsync no): the deployment says so
+    whichever primary it is (a cluster answers INFO and CONFIG from one node unless each is asked)."""
+
+    async def read() -> durability.Deployment:
+        client = connect(redis_url)
+        try:
+            return await durability.read_deployment(client)
+        finally:
+            await client.aclose()
+
+    for primary in primary_clients(redis_url):
+        primary.config_set("appendfsync", "no")
+        try:
+            assert asyncio.run(read()).appendfsync == "no"
+        finally:
+            primary.config_set("appendfsync", "everysec")
+            primary.close()
+    deployment = asyncio.run(read())
+    assert (deployment.aof, deployment.appendfsync, deployment.waitaof) == (True, "everysec", True)
+    assert deployment.replicated == (deployment.replicas_online > 0)  # the suite's shapes are uniform
+
+
+def test_on_a_cluster_claims_follow_a_moved_slot_and_wait_on_its_owner(
+    redis_shape: str, redis_url: str, redis_client: Any
+) -> None:
+    """The client's slot map is stale, as right after a failover: the node it names answers MOVED (the
+    script does not run there); the claims go again to the owner, and the wait with them."""
+    if redis_shape != "cluster":
+        pytest.skip("runs in the suite's cluster pass (GATEWAY_TEST_REDIS=cluster)")
+    shop = "shop_moved"
+    owner = redis_client.get_node_from_key(stream_key(shop)).port
+
+    async def scenario() -> list[str]:
+        client = connect(redis_url)
+        try:
+            store = ConversionStore(client, AckDurability(client, replicas=None, timeout=0.5))
+            assert (await store.claim(shop, "first", b"{}", "generic")).outcome == "accepted"
+            cluster: Any = client
+            slot = cluster.keyslot(stream_key(shop))
+            stale = next(node for node in cluster.get_primaries() if node.port != owner)
+            cluster.nodes_manager.slots_cache[slot] = [stale]
+            before = calls_per_primary(redis_url, "wait")
+            claims = await asyncio.gather(*(store.claim(shop, f"M-{i}", b"{}", "generic") for i in range(5)))
+            waits = {port: n - before[port] for port, n in calls_per_primary(redis_url, "wait").items()}
+            # The stale node ran its wait too, after the refused scripts: it covered nothing (and returned
+            # at once, this connection having written nothing there).
+            assert waits == {port: int(port in (owner, stale.port)) for port in before}
+            assert cluster.nodes_manager.slots_cache[slot][0].port == owner  # the map learned it
+            return [c.outcome for c in claims]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(scenario()) == ["accepted"] * 5

@@ -40,8 +40,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from app.store import PREFIX
-from app.store.durability import AckDurability
-from app.store.topology import config_per_primary, info_per_primary
+from app.store.durability import AckDurability, NotDurable
+from app.store.topology import config_per_primary, info_per_primary, send_with_tail
 
 GROUP = "workers"
 # Workers subscribe here; a script that puts an order in a shop's stream publishes the stream's key,
@@ -521,20 +521,23 @@ class _GroupCommit:
         if len(batch) == 1 and durability is None:
             keys, args, _ = batch[0]
             return [await self._script(keys=keys, args=args)]
-        async with self._client.pipeline(transaction=False) as pipe:
-            # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS per execute.
-            # Through execute_command: a cluster pipeline refuses ``pipe.evalsha`` (it cannot tell its
-            # keys), yet routes this command by the keys it names, one sub-pipeline per node; every
-            # call's keys share one shop's hash tag, so one slot.
-            for keys, args, _ in batch:
-                pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
-            if durability and plan:
-                # In the same pipeline: WAIT and WAITAOF cover the writes of their own connection only.
-                durability.add_wait(pipe, plan)
-            results = await pipe.execute(raise_on_error=False)
-        if durability and plan:
-            durability.check_wait(plan, results[len(batch) :])
-        results = results[: len(batch)]
+        # EVALSHA directly: a Script in a pipeline costs a SCRIPT EXISTS per execute. Each call's keys
+        # share one shop's hash tag, so its first key names its slot (its node, on a cluster).
+        sha = self._script.sha
+        commands = [(keys[0], ("EVALSHA", sha, len(keys), *keys, *args)) for keys, args, _ in batch]
+        # Then the wait, on each connection that took scripts: it covers its own connection's writes.
+        wait = durability.wait_commands(plan) if durability and plan else []
+        results: list[Any] = [None] * len(batch)
+        for sent in await send_with_tail(self._client, commands, wait):
+            shortfall: NotDurable | None = None
+            if durability and plan and not all(isinstance(reply, Exception) for reply in sent.replies):
+                try:
+                    durability.check_wait(plan, sent.tail)
+                except NotDurable as exc:
+                    shortfall = exc
+            for i, reply in zip(sent.positions, sent.replies, strict=True):
+                # A script that ran is answered only once the wait covering it was met.
+                results[i] = shortfall if shortfall and not isinstance(reply, Exception) else reply
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:  # Redis restarted or flushed its scripts: load it, run those again (and wait again)
             await self._client.script_load(self._script.script)

@@ -5,7 +5,13 @@ How the gateway knows what the deployment has: it asks the server itself, at sta
 most every ``REFRESH_SECONDS`` (on the next claim after that): ``INFO replication`` (replicas
 online), ``INFO persistence`` (AOF on), ``CONFIG GET appendfsync`` (refused by managed services:
 then unknown) and a ``WAITAOF 0 0 0`` that answers at once where the command exists (Redis >= 7.2,
-Valkey >= 7.2; a server without it, or with it renamed away, refuses it).
+Valkey >= 7.2; a server without it, or with it renamed away, refuses it). On a cluster every primary is
+asked, and one plan holds for all of them: the strictest (a replica is waited for on every node once any
+primary has been seen with one; the disk only where every primary has AOF and WAITAOF). Not one plan per
+node: a failover swaps the roles of two nodes (the promoted replica is another node, and the old primary
+its replica once back), so what was learned about a node would be forgotten by the very failover it is
+for; and a shard that lost its replica must refuse (503), as a lone primary does, rather than acknowledge
+what a promotion elsewhere would erase. Clusters configure every shard alike, managed ones always.
 
 What a claim then waits for (``AckPlan``):
 
@@ -19,10 +25,11 @@ What a claim then waits for (``AckPlan``):
   it, a crash of the Redis *host* can lose what ``appendfsync`` has not yet flushed; the start-up log
   says how much (``host_crash_loss``).
 
-The wait is appended to the group commit's pipeline (``add_wait``/``check_wait``): ``WAIT`` and
-``WAITAOF`` cover the writes of their own connection only, and so one wait covers a whole batch.
-Where it is not met within ``GATEWAY_ACK_TIMEOUT`` every claim of the batch fails with ``NotDurable``
-(a ``RedisError``: intake answers ``503`` and the platform retries).
+The wait follows the group commit's scripts on their own connection (``wait_commands``/``check_wait``,
+sent by app/store/topology.py's ``send_with_tail``): ``WAIT`` and ``WAITAOF`` cover the writes of their
+own connection only, and so one wait covers a whole batch (on a cluster, each node's part of it). Where
+it is not met within ``GATEWAY_ACK_TIMEOUT`` every claim it covers fails with ``NotDurable`` (a
+``RedisError``: intake answers ``503`` and the platform retries).
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
+
+from app.store.topology import Command, config_per_primary, info_per_primary, on_every_primary
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +56,13 @@ class NotDurable(RedisError):
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    """What the Redis server says about itself."""
+    """What the Redis primaries say about themselves; on a cluster, what holds for every primary."""
 
-    replicas_online: int
-    aof: bool
-    appendfsync: str | None  # None when CONFIG is refused (managed services)
-    waitaof: bool
+    replicas_online: int  # the fewest of any primary
+    aof: bool  # on every primary
+    appendfsync: str | None  # the weakest; None when CONFIG is refused (managed services)
+    waitaof: bool  # on every primary
+    replicated: bool  # some primary has a replica online
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +89,38 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# appendfsync from the weakest; unknown (CONFIG refused, or a value we do not know) next to the default.
+_FSYNC_RANK = {"no": 0, "everysec": 2, "always": 3}
+
+
 async def read_deployment(client: aioredis.Redis) -> Deployment:
-    replication = await client.info("replication")
-    online = sum(
-        1
-        for name, value in replication.items()
-        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    replication = await info_per_primary(client, "replication")
+    # A node the client's slot map still holds for a primary may have been demoted meanwhile.
+    primaries = [info for info in replication.values() if info.get("role") == "master"] or list(
+        replication.values()
     )
-    persistence = await client.info("persistence")
+    online = [
+        sum(
+            1
+            for name, value in info.items()
+            if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+        for info in primaries
+    ]
+    persistence = await info_per_primary(client, "persistence")
     try:
-        appendfsync: str | None = _text((await client.config_get("appendfsync")).get("appendfsync"))
+        settings = await config_per_primary(client, "appendfsync")
+        fsyncs = [None if value is None else _text(value) for value in settings.values()]
+        appendfsync = min(fsyncs, key=lambda value: _FSYNC_RANK.get(value or "", 1))
     except ResponseError:
         appendfsync = None
     try:
-        await client.waitaof(0, 0, 0)  # asks for nothing: answers at once
+        await on_every_primary(client, "WAITAOF", 0, 0, 0)  # asks for nothing: answers at once
         waitaof = True
     except ResponseError:
         waitaof = False
-    return Deployment(online, bool(int(persistence.get("aof_enabled", 0))), appendfsync, waitaof)
+    aof = all(int(info.get("aof_enabled", 0)) for info in persistence.values())
+    return Deployment(min(online), aof, appendfsync, waitaof, replicated=max(online) > 0)
 
 
 def host_crash_loss(deployment: Deployment) -> str | None:
@@ -129,7 +152,7 @@ class AckDurability:
 
     async def refresh(self) -> Deployment:
         deployment = await read_deployment(self._client)
-        self._seen_replica = self._seen_replica or deployment.replicas_online > 0
+        self._seen_replica = self._seen_replica or deployment.replicated
         replicas = self._required if self._required is not None else int(self._seen_replica)
         self._plan = AckPlan(replicas, deployment.aof and deployment.waitaof)
         self._checked_at = time.monotonic()
@@ -155,15 +178,17 @@ class AckDurability:
         assert self._plan is not None
         return self._plan
 
-    def add_wait(self, pipe: Pipeline, plan: AckPlan) -> None:
-        """Queue the wait after a batch's writes, on the same pipeline (so on the same connection)."""
+    def wait_commands(self, plan: AckPlan) -> list[Command]:
+        """The wait to send after a batch's writes, on their connection."""
+        commands: list[Command] = []
         if plan.fsync:
-            pipe.waitaof(1, 0, self._timeout_ms)
+            commands.append(("WAITAOF", 1, 0, self._timeout_ms))
         if plan.replicas:
-            pipe.wait(plan.replicas, self._timeout_ms)
+            commands.append(("WAIT", plan.replicas, self._timeout_ms))
+        return commands
 
     def check_wait(self, plan: AckPlan, replies: Sequence[Any]) -> None:
-        """Raise NotDurable unless the replies of ``add_wait``'s commands show the plan met."""
+        """Raise NotDurable unless the replies of ``wait_commands`` show the plan met."""
         replies = list(replies)
         if plan.fsync:
             local = replies.pop(0)
