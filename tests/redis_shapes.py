@@ -76,8 +76,8 @@ def _cluster_ok(client: Any) -> bool:
 class OneServer:
     shape = "server"
 
-    def __init__(self, root: Path) -> None:
-        self.node = EmbeddedRedis(root / "server")
+    def __init__(self, root: Path, binary: str | None = None, tls: ServerTls | None = None) -> None:
+        self.node = EmbeddedRedis(root / "server", binary=binary, tls=tls)
         self.nodes = [self.node]
 
     def start(self) -> str:

@@ -1,4 +1,4 @@
-"""TLS Sentinel and Cluster URLs (interface §2: ``rediss+sentinel://``, TLS to the data nodes;
+"""TLS URLs of every shape (interface §2: ``rediss://``; ``rediss+sentinel://``, TLS to the data nodes;
 ``rediss+cluster://``), against real servers with certificates made by the test.
 
 The data nodes listen on TLS only (``--port 0``): a plain-text connection to them fails, so
@@ -26,19 +26,22 @@ import redis
 from app.embedded_redis import EmbeddedRedis, free_port
 from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
-from tests.redis_shapes import Cluster, SentinelSet, wait_for
+from tests.redis_shapes import SHAPES, Cluster, OneServer, SentinelSet, wait_for
 from tests.support import run_command, run_gateway
-from tests.test_failover import SHOP_KEY, _delivered, _gateway, _only, _running
+from tests.test_failover import SHOP_KEY, _delivered, _gateway, _only
 from tests.tls_servers import NO_TLS_SERVER, make_ca, server_tls, tls_server_binary
 from tests.webhooks import encode, generic_order, standard_headers
 
 pytestmark = pytest.mark.timeout(180)  # a topology of its own to start
 
 
-@pytest.fixture(scope="module", params=["sentinel", "cluster"])
+Topology = OneServer | SentinelSet | Cluster
+
+
+@pytest.fixture(scope="module", params=SHAPES)
 def tls_topology(
     request: pytest.FixtureRequest, redis_shape: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SentinelSet | Cluster]:
+) -> Iterator[Topology]:
     shape: str = request.param
     _only(shape, redis_shape)
     binary = tls_server_binary()
@@ -46,10 +49,13 @@ def tls_topology(
         pytest.skip(NO_TLS_SERVER)
     root = tmp_path_factory.mktemp(f"tls-{shape}")
     tls = server_tls(root / "certs")
-    if shape == "sentinel":
-        yield from _running(SentinelSet(root / shape, binary=binary, tls=tls))
-    else:
-        yield from _running(Cluster(root / shape, binary=binary, tls=tls))
+    kind = {"server": OneServer, "sentinel": SentinelSet, "cluster": Cluster}[shape]
+    topology = kind(root / shape, binary=binary, tls=tls)
+    topology.start()
+    try:
+        yield topology
+    finally:
+        topology.stop()
 
 
 @pytest.fixture
@@ -57,7 +63,7 @@ def sandbox() -> Sandbox:
     return create_sandbox([SandboxShop(SHOP_ID, CANARY_KEY, SHOP_URL)])
 
 
-def _data_nodes(topology: SentinelSet | Cluster) -> list[EmbeddedRedis]:
+def _data_nodes(topology: Topology) -> list[EmbeddedRedis]:
     return topology.data if isinstance(topology, SentinelSet) else topology.nodes
 
 
@@ -65,15 +71,17 @@ def _over_tls(node: EmbeddedRedis) -> Any:
     return redis.Redis(**node.client_kwargs(), socket_timeout=2)
 
 
-def _shop_primary(topology: SentinelSet | Cluster) -> EmbeddedRedis:
+def _shop_primary(topology: Topology) -> EmbeddedRedis:
+    if isinstance(topology, OneServer):
+        return topology.node
     return topology.primary() if isinstance(topology, SentinelSet) else topology.primary_of(SHOP_KEY)
 
 
 def test_the_gateway_serves_every_flow_over_tls(
-    tls_topology: SentinelSet | Cluster, make_settings: SettingsFactory, sandbox: Sandbox
+    tls_topology: Topology, make_settings: SettingsFactory, sandbox: Sandbox
 ) -> None:
     url = tls_topology.url
-    assert url.startswith(("rediss+sentinel://", "rediss+cluster://"))
+    assert url.startswith(("rediss://", "rediss+sentinel://", "rediss+cluster://"))
     assert "ssl_ca_certs=" in url
     with _gateway(make_settings, sandbox, url) as client:
         ready = client.get("/readyz")
@@ -95,7 +103,7 @@ def test_the_gateway_serves_every_flow_over_tls(
         assert over_tls.config_get("port")["port"] == "0"
 
 
-def test_the_data_nodes_refuse_plain_text(tls_topology: SentinelSet | Cluster) -> None:
+def test_the_data_nodes_refuse_plain_text(tls_topology: Topology) -> None:
     for node in _data_nodes(tls_topology):
         with _over_tls(node) as over_tls:
             assert over_tls.ping()
@@ -104,7 +112,7 @@ def test_the_data_nodes_refuse_plain_text(tls_topology: SentinelSet | Cluster) -
             plain.ping()
 
 
-def test_the_serve_command_starts_over_tls(tls_topology: SentinelSet | Cluster, tmp_path: Path) -> None:
+def test_the_serve_command_starts_over_tls(tls_topology: Topology, tmp_path: Path) -> None:
     env = {"NEUROON_SHOP_ID": SHOP_ID, "NEUROON_API_KEY": CANARY_KEY, "REDIS_URL": tls_topology.url}
     with run_gateway(["serve", "--no-worker"], env, tmp_path) as gateway:
         response = wait_for(lambda: _ready(gateway.base_url), 30, "/readyz 200")
@@ -118,7 +126,7 @@ def _ready(base_url: str) -> httpx.Response | None:
 
 @pytest.mark.parametrize("command", [["serve", "--port"], ["worker"]])
 def test_a_wrong_ca_stops_start_up_naming_redis_url(
-    tls_topology: SentinelSet | Cluster, tmp_path: Path, command: list[str]
+    tls_topology: Topology, tmp_path: Path, command: list[str]
 ) -> None:
     """A CA that did not sign the nodes' certificate: exit 2 naming REDIS_URL (README, "Configuration"),
     and nothing of the URL's password in the output."""
@@ -143,11 +151,11 @@ def test_a_wrong_ca_stops_start_up_naming_redis_url(
 
 
 def test_a_plain_url_to_tls_nodes_is_not_ready(
-    tls_topology: SentinelSet | Cluster, make_settings: SettingsFactory, sandbox: Sandbox
+    tls_topology: Topology, make_settings: SettingsFactory, sandbox: Sandbox
 ) -> None:
     """The scheme without its s: the nodes do not answer plain text, so nothing is accepted (503) and
     /readyz says why; nothing is stored unencrypted."""
-    plain = tls_topology.url.replace("rediss+", "redis+", 1).split("?", 1)[0]
+    plain = tls_topology.url.replace("rediss", "redis", 1).split("?", 1)[0]
     with _gateway(make_settings, sandbox, plain) as client:
         assert client.get("/readyz").status_code == 503
         payload = encode(generic_order("PLAIN-1", shop_id=SHOP_ID))
