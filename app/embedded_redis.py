@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 import redis
 
@@ -58,20 +58,33 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 @dataclass(frozen=True, slots=True)
 class ServerTls:
-    """A server's TLS certificate and key, and the CA that signed them (which it also trusts)."""
+    """A server's TLS certificate and key, and the CA that signed them (which it also trusts).
+    With ``client_certificates``, clients must show a certificate that CA signed (mutual TLS): the
+    server's own, here, as replicas and Sentinels do."""
 
     cert: Path
     key: Path
     ca: Path
+    client_certificates: bool = False
 
     def server_args(self) -> list[str]:
         return [
             "--tls-cert-file", str(self.cert),
             "--tls-key-file", str(self.key),
             "--tls-ca-cert-file", str(self.ca),
-            "--tls-auth-clients", "no",  # clients are not asked for a certificate of their own
+            "--tls-auth-clients", "yes" if self.client_certificates else "no",
             "--tls-replication", "yes",  # replicas and Sentinels connect over TLS
         ]  # fmt: skip
+
+    def client_options(self) -> dict[str, str]:
+        """redis-py's TLS options (also the query options of a ``rediss…`` URL) for a client."""
+        options = {"ssl_ca_certs": str(self.ca)}
+        if self.client_certificates:
+            options |= {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
+        return options
+
+    def query(self) -> str:
+        return urlencode(self.client_options())
 
 
 class EmbeddedRedis:
@@ -106,7 +119,7 @@ class EmbeddedRedis:
         kwargs: dict[str, Any] = {"host": "127.0.0.1", "port": self.port}
         if self.speaks_tls:
             assert self.tls is not None
-            kwargs |= {"ssl": True, "ssl_ca_certs": str(self.tls.ca)}
+            kwargs |= {"ssl": True, **self.tls.client_options()}
         return kwargs
 
     def _listen_args(self) -> list[str]:
@@ -121,7 +134,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         if self.speaks_tls:
             assert self.tls is not None
-            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
+            return f"rediss://127.0.0.1:{self.port}/0?{self.tls.query()}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> str:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -52,7 +51,7 @@ def _scheme(base: str, tls: ServerTls | None) -> str:
 
 
 def _query(tls: ServerTls | None) -> str:
-    return f"?ssl_ca_certs={quote(str(tls.ca))}" if tls else ""
+    return f"?{tls.query()}" if tls else ""
 
 
 def _replicating(client: Any) -> bool:

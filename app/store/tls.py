@@ -49,7 +49,7 @@ def _tls_reason(exc: BaseException) -> str | None:
         if isinstance(current, ssl.SSLError):
             return (
                 f"the TLS handshake with a Redis node failed ({current.reason or 'no reason given'}): "
-                "does the node speak TLS on that port?"
+                "does it speak TLS on that port, and does it want a client certificate (ssl_certfile)?"
             )
         current = current.__cause__ or current.__context__
     return None
