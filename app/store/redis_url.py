@@ -3,7 +3,8 @@
 - one server: ``redis://[[user]:password@]host:port[/db]``, ``rediss://…`` (TLS), ``unix://[[user]:password@]/path``
   (``?db=N``);
 - Sentinel: ``redis+sentinel://[[user]:password@]host:port[,host:port…]/<service>[/db]``
-  (``rediss+sentinel://``: TLS to the data nodes);
+  (``rediss+sentinel://``: TLS to the data nodes; the Sentinels are asked in plain text, as
+  interface §2 has it: Sentinels that accept only TLS are not supported);
 - Cluster: ``redis+cluster://[[user]:password@]host:port[,host:port…]`` (``rediss+cluster://``).
 
 The URL may carry a password, so no message of this module ever quotes it or any part of it: a
