@@ -29,7 +29,7 @@ from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
 from tests.redis_shapes import SHAPES, Cluster, OneServer, SentinelSet, wait_for
 from tests.support import run_command, run_gateway
-from tests.test_failover import SHOP_KEY, _delivered, _gateway, _only
+from tests.test_failover import SHOP_KEY, _delivered, _gateway, _only, _running
 from tests.tls_servers import NO_TLS_SERVER, make_ca, server_tls, tls_server_binary
 from tests.webhooks import encode, generic_order, standard_headers
 
@@ -56,12 +56,7 @@ def tls_topology(
     root = tmp_path_factory.mktemp(f"tls-{shape}")
     tls = replace(server_tls(root / "certs"), client_certificates=client_certificates)
     kind = {"server": OneServer, "sentinel": SentinelSet, "cluster": Cluster}[shape]
-    topology = kind(root / shape, binary=binary, tls=tls)
-    topology.start()
-    try:
-        yield topology
-    finally:
-        topology.stop()
+    yield from _running(kind(root / shape, binary=binary, tls=tls))
 
 
 @pytest.fixture

@@ -115,50 +115,35 @@ def test_the_target_never_shows_its_password() -> None:
 def test_every_command_exits_2_naming_redis_url(tmp_path: Path, command: list[str], log_format: str) -> None:
     password = secrets.token_hex(12)
     for url in (f"redis://admin:{password}@cache:63791x/0", f"redis+sentinel://:{password}@s1:26379"):
-        result = subprocess.run(
-            [GATEWAY, *command],
-            env=clean_env(
-                NEUROON_SHOP_ID=SHOP_ID,
-                NEUROON_API_KEY=CANARY_KEY,
-                REDIS_URL=url,
-                GATEWAY_LOG_FORMAT=log_format,
-            ),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        output = result.stdout + result.stderr
-        assert result.returncode == 2, output
-        assert "REDIS_URL" in output
-        assert "Traceback" not in output
-        assert not _leaks(output, password)
-        assert "admin" not in output
-        assert "cache" not in output
+        _exits_2_naming_redis_url(command, url, password, tmp_path, GATEWAY_LOG_FORMAT=log_format)
 
 
 @pytest.mark.parametrize("command", [["serve"], ["worker"]])
 def test_a_malformed_tls_option_exits_2_naming_redis_url(tmp_path: Path, command: list[str]) -> None:
     password = secrets.token_hex(12)
     for query in ("ssl_ca_certs=", f"ssl_ca_certs=/nonexistent/{password}.pem"):
-        result = subprocess.run(
-            [GATEWAY, *command],
-            env=clean_env(
-                NEUROON_SHOP_ID=SHOP_ID,
-                NEUROON_API_KEY=CANARY_KEY,
-                REDIS_URL=f"rediss+cluster://admin:{password}@cache:7000?{query}",
-            ),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        output = result.stdout + result.stderr
-        assert result.returncode == 2, output
-        assert "REDIS_URL" in output
-        assert "ssl_ca_certs" in output
-        assert not _leaks(output, password)
-        assert "cache" not in output
+        url = f"rediss+cluster://admin:{password}@cache:7000?{query}"
+        assert "ssl_ca_certs" in _exits_2_naming_redis_url(command, url, password, tmp_path)
+
+
+def _exits_2_naming_redis_url(command: list[str], url: str, password: str, cwd: Path, **env: str) -> str:
+    """Runs the command with REDIS_URL=url: exit 2, naming REDIS_URL, nothing of the URL echoed."""
+    result = subprocess.run(
+        [GATEWAY, *command],
+        env=clean_env(NEUROON_SHOP_ID=SHOP_ID, NEUROON_API_KEY=CANARY_KEY, REDIS_URL=url, **env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "REDIS_URL" in output
+    assert "Traceback" not in output
+    assert not _leaks(output, password)
+    assert "admin" not in output
+    assert "cache" not in output
+    return output
 
 
 def test_a_malformed_url_in_a_dotenv_file_exits_2_too(tmp_path: Path) -> None:
