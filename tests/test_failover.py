@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.sandbox import Sandbox, SandboxShop, create_sandbox
 from tests.conftest import CANARY_KEY, SHOP_ID, SHOP_URL, SettingsFactory
-from tests.redis_shapes import Cluster, SentinelSet
+from tests.redis_shapes import Cluster, OneServer, SentinelSet
 from tests.webhooks import STANDARD_SECRET, encode, generic_order, standard_headers
 
 # Every order answered accepted surviving a failover needs acknowledgement = durability (interface §3.3,
@@ -46,7 +46,7 @@ def _only(shape: str, redis_shape: str) -> None:
         pytest.skip(f"runs in the suite's {shape} pass (GATEWAY_TEST_REDIS={shape})")
 
 
-T = TypeVar("T", SentinelSet, Cluster)
+T = TypeVar("T", bound=OneServer | SentinelSet | Cluster)
 
 
 def _running(topology: T) -> Iterator[T]:

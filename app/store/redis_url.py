@@ -3,17 +3,27 @@
 - one server: ``redis://[[user]:password@]host:port[/db]``, ``rediss://…`` (TLS), ``unix://[[user]:password@]/path``
   (``?db=N``);
 - Sentinel: ``redis+sentinel://[[user]:password@]host:port[,host:port…]/<service>[/db]``
-  (``rediss+sentinel://``: TLS to the data nodes);
+  (``rediss+sentinel://``: TLS to the data nodes; the Sentinels are asked in plain text, as
+  interface §2 has it: Sentinels that accept only TLS are not supported);
 - Cluster: ``redis+cluster://[[user]:password@]host:port[,host:port…]`` (``rediss+cluster://``).
 
 The URL may carry a password, so no message of this module ever quotes it or any part of it: a
 malformed URL is described by what is wrong ("the port is not a number"), never by what was
 written. Query options (``?ssl_cert_reqs=none``, ``?socket_keepalive=true``…) are redis-py's own
 and are checked by redis-py's parser, whose errors are replaced by ours for the same reason.
+
+TLS options are checked here rather than at the first connection, where a mistake would read as
+an outage (``/readyz`` 503 forever) instead of a configuration error: they need a ``rediss…``
+scheme (on ``redis://`` redis-py ignores them, and the operator would believe the traffic is
+encrypted), may not be blank (redis-py drops a blank value, so ``ssl_ca_certs=`` meant the system's
+CAs), and their files must be readable (the CA file must hold a certificate). No option may be
+given twice (redis-py keeps the first, silently).
 """
 
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
@@ -37,6 +47,8 @@ DEFAULT_PORT = {"server": 6379, "sentinel": 26379, "cluster": 6379}
 QUERY_OPTIONS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
     "client_name", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ciphers",
 }  # fmt: skip
+TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+CERT_REQS = ("none", "optional", "required")  # redis-py's names for ssl.VerifyMode
 # RedisCluster takes the options of its nodes' connections except these.
 NOT_FOR_CLUSTER = frozenset({"retry_on_timeout", "timeout"})
 
@@ -73,9 +85,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     if fragment:
         raise RedisUrlError("a URL fragment (#…) is not allowed")
     rest, _, query = rest.partition("?")
-    if any(name not in QUERY_OPTIONS for name, _ in parse_qsl(query, keep_blank_values=True)):
-        known = ", ".join(sorted(QUERY_OPTIONS))
-        raise RedisUrlError(f"an unknown query option: redis-py understands {known}")
+    _check_query(query, tls)
     # The password may contain '@' or '/' only percent-encoded; the last '@' ends the credentials.
     userinfo, at, location = rest.rpartition("@")
     if not at:
@@ -114,6 +124,36 @@ def parse_redis_url(url: str) -> RedisTarget:
         raise RedisUrlError(f"a Cluster URL takes no {' or '.join(sorted(NOT_FOR_CLUSTER))} option")
     single = url if shape == "server" else ""
     return RedisTarget(shape, tls, nodes, service, db, options, single)
+
+
+def _check_query(query: str, tls: bool) -> None:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in pairs]
+    if any(name not in QUERY_OPTIONS for name in names):
+        known = ", ".join(sorted(QUERY_OPTIONS))
+        raise RedisUrlError(f"an unknown query option: redis-py understands {known}")
+    if len(set(names)) < len(names):
+        raise RedisUrlError("a query option is given twice")
+    tls_options = {name: value for name, value in pairs if name.startswith("ssl_")}
+    if tls_options and not tls:
+        raise RedisUrlError(
+            "ssl_… options need a TLS scheme (rediss://, rediss+sentinel://, rediss+cluster://): "
+            "without one the connection is not encrypted"
+        )
+    for name, value in tls_options.items():
+        if not value:
+            raise RedisUrlError(f"{name} is blank")
+    if tls_options.get("ssl_cert_reqs", "required") not in CERT_REQS:
+        raise RedisUrlError(f"ssl_cert_reqs is one of {', '.join(CERT_REQS)}")
+    for name in TLS_FILE_OPTIONS:
+        path = tls_options.get(name)
+        if path is not None and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise RedisUrlError(f"{name} names no readable file")
+    if "ssl_ca_certs" in tls_options:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=tls_options["ssl_ca_certs"])
+        except (ssl.SSLError, OSError, ValueError):  # its message names the file: ours does not
+            raise RedisUrlError("ssl_ca_certs names a file that holds no PEM certificate") from None
 
 
 def _unix(url: str, location: str, query: str, username: str | None, password: str | None) -> RedisTarget:
