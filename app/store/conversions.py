@@ -56,13 +56,14 @@ ATTRIBUTION_TTL_SECONDS = 7 * 86_400
 # realistic ids: a real cart never comes near this, and a hostile one stops growing here.
 MAX_CLICKS_PER_CART = 100
 # Carts kept per shop: past this the carts posted to longest ago are deleted, so that no number of
-# client addresses (a botnet, IPv6 /64s) can grow Redis without bound, and a full Redis never refuses
-# order claims. Clicks are posted only where the order cannot carry them itself (not Shopify, whose
+# client addresses (a botnet, IPv6 /64s) can grow Redis without bound (a full Redis would refuse
+# order claims too). Clicks are posted only where the order cannot carry them itself (not Shopify, whose
 # widget writes them into cart attributes); a very busy such shop (5,000 orders a day, ~3 carts per
 # order, every one with a search click) posts ~100,000 carts in the 7 days they are kept. Measured on
 # Valkey (used_memory, tests/test_attribution_bound.py): ~0.6 KiB for a typical cart (3 clicks, the
 # index entry included), at most ~224 KiB for the largest one allowed (100 clicks of the longest ids),
-# so 100,000 carts cost ~60 MiB in practice and ~22 GiB at worst (README "Running on the internet").
+# so 100,000 carts cost ~60 MiB in practice and ~22 GiB at worst (README "Running on the internet":
+# a budget in bytes would make the worst case small; not done yet).
 # Not a setting (interface.md §2 has none): evicting a cart only loses the attribution of an order,
 # never the order.
 MAX_CARTS_PER_SHOP = 100_000
