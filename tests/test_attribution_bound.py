@@ -20,6 +20,7 @@ from app.store.conversions import (
     attribution_carts_key,
     attribution_key,
     attribution_order_key,
+    attribution_sizes_key,
 )
 from tests.conftest import SHOP_ID, SHOP_URL, SettingsFactory
 from tests.webhooks import SHOPIFY_SECRET, encode, shopify_headers, shopify_order
@@ -51,6 +52,12 @@ def carts_kept(redis_client: redis.Redis) -> list[str]:
     """The shop's carts index, least recently posted first."""
     members: list[bytes] = redis_client.zrange(attribution_carts_key(SHOP_ID), 0, -1)  # type: ignore[assignment]
     return [m.decode() for m in members]
+
+
+def cart_sizes(redis_client: redis.Redis) -> dict[str, int]:
+    """The shop's recorded cart sizes ('' is their sum)."""
+    raw: dict[bytes, bytes] = redis_client.hgetall(attribution_sizes_key(SHOP_ID))  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def memory(redis_client: redis.Redis, cart_tokens: list[str]) -> int:
@@ -115,13 +122,13 @@ def test_index_entries_past_the_ttl_are_dropped(client: TestClient, redis_client
 
 def test_a_lowered_cap_is_reached_a_few_carts_per_post(client: TestClient, redis_client: redis.Redis) -> None:
     store: ConversionStore = client.app_state["gateway"].conversions
-    store.max_carts = 40
-    for i in range(40):
+    store.max_carts = 200
+    for i in range(200):
         post(client, f"c{i}")
     store.max_carts = CAP
-    post(client, "next")  # evicts a bounded number, not all 36 at once
-    assert CAP < redis_client.zcard(attribution_carts_key(SHOP_ID)) < 40
-    for i in range(10):
+    post(client, "next")  # evicts a bounded number, not all 196 at once
+    assert CAP < redis_client.zcard(attribution_carts_key(SHOP_ID)) < 200
+    for i in range(3):
         post(client, f"more-{i}")
     assert redis_client.zcard(attribution_carts_key(SHOP_ID)) == CAP
 
@@ -137,3 +144,31 @@ def test_the_largest_cart_costs_what_the_readme_says(client: TestClient, redis_c
     assert redis_client.hlen(attribution_key(SHOP_ID, "big")) == MAX_CLICKS_PER_CART
     used = sum(int(redis_client.memory_usage(k, samples=0) or 0) for k in cart_keys("big"))
     assert 200 * 1024 < used <= 224 * 1024
+
+
+def test_past_the_bytes_cap_the_least_recently_posted_carts_go(
+    client: TestClient, redis_client: redis.Redis
+) -> None:
+    """A flood of maximal carts holds at most the bytes cap, however many carts the count allows."""
+    store: ConversionStore = client.app_state["gateway"].conversions
+    store.max_carts, store.max_cart_bytes = 1000, 64 * 1024
+    clicks = {f"{i:03d}".ljust(256, "p"): f"log_{i:03d}".ljust(128, "s") for i in range(30)}
+    carts = [f"big-{i}" for i in range(20)]
+    for cart in carts:
+        post(client, cart, clicks)
+    sizes = cart_sizes(redis_client)
+    total = sizes.pop("")
+    kept = carts_kept(redis_client)
+    assert set(sizes) == set(kept)
+    assert total == sum(sizes.values()) <= store.max_cart_bytes
+    assert 2 <= len(kept) < 20
+    assert kept == carts[-len(kept) :]
+    # What is counted is what the carts hold (their keys' MEMORY USAGE and their index entries).
+    assert memory(redis_client, carts) <= total
+    for cart in carts[: -len(kept)]:
+        assert not any(redis_client.exists(k) for k in cart_keys(cart)), cart
+    # A kept cart posted again is counted once, at its new size (not its old size again: ~15 KiB).
+    post(client, kept[-1], {"MORE": "log_more"})
+    sizes_now = cart_sizes(redis_client)
+    assert sizes_now.pop("") == sum(sizes_now.values())
+    assert abs(sizes_now[kept[-1]] - sizes[kept[-1]]) < 1024
