@@ -142,8 +142,8 @@ def test_repeated_posts_never_grow_a_cart_past_the_cap(client: TestClient, redis
         assert client.post("/v1/attribution", json={"cartToken": "c", "clicks": clicks}).status_code == 204
 
     def used() -> int:
-        keys = list(redis_client.scan_iter(match="ngw:attr*"))
-        return sum(int(redis_client.memory_usage(k) or 0) for k in keys)
+        keys = [attribution_key(SHOP_ID, "c"), attribution_order_key(SHOP_ID, "c")]
+        return sum(int(redis_client.memory_usage(k, samples=0) or 0) for k in keys)
 
     for round_ in range(3):
         post(round_)

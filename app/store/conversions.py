@@ -21,7 +21,11 @@ Per shop (``<p>`` = ``ngw:v1:conv:{shopId}``):
 - ``<p>:probe`` string: one worker at a time probes a paused shop. TTL: the probe interval.
 - ``<p>:ignored:<orderId>`` string ``claim id \n time \n platform \n skipped lines (JSON)``: an order
   ignored for want of a sendable line, already counted (and what the admin API says of it). TTL: 7 days.
-- ``ngw:v1:attr:{shopId}:<cartToken>`` hash productId → searchLogId. TTL: 7 days.
+- ``ngw:v1:attr:{shopId}:<cartToken>`` hash productId → searchLogId, and
+  ``ngw:v1:attrorder:{shopId}:<cartToken>`` sorted set productId → recency. TTL: 7 days.
+- ``ngw:v1:attrcarts:{shopId}`` sorted set cartToken → last post (µs): the shop's stored carts, at
+  most ``MAX_CARTS_PER_SHOP`` and ``MAX_CART_BYTES_PER_SHOP``; ``ngw:v1:attrsizes:{shopId}`` hash
+  cartToken → its size in bytes, '' → their sum. TTL: 7 days from the last post.
 
 An order is at any moment in exactly one of: the stream, the delayed set, the dead set, or
 finished; every script that moves it keeps that true.
@@ -52,6 +56,29 @@ ATTRIBUTION_TTL_SECONDS = 7 * 86_400
 # Clicks kept per cart. The widget's cookie is cut at 4096 bytes, which holds about 60-80 clicks of
 # realistic ids: a real cart never comes near this, and a hostile one stops growing here.
 MAX_CLICKS_PER_CART = 100
+# Carts kept per shop: past either cap the carts posted to longest ago are deleted, so that no number
+# of client addresses (a botnet, IPv6 /64s) can grow Redis without bound (a full Redis would refuse
+# order claims too). Clicks are posted only where the order cannot carry them itself (not Shopify,
+# whose widget writes them into cart attributes); a very busy such shop (5,000 orders a day, ~3 carts
+# per order, every one with a search click) posts ~100,000 carts in the 7 days they are kept.
+# Measured on Valkey (used_memory, tests/test_attribution_bound.py): ~0.6 KiB for a typical cart (3
+# clicks, the index entries included), so such a shop holds ~60 MiB; but the largest cart allowed
+# (100 clicks of the longest ids) takes ~224 KiB, so a count alone would allow ~22 GiB. The bytes cap
+# (the carts' measured size) bounds that: 256 MiB is four times the busy shop's carts, and what a
+# flood of maximal carts can hold (README "Running on the internet"). Not settings (interface.md §2
+# has none): evicting a cart only loses the attribution of an order, never the order.
+MAX_CARTS_PER_SHOP = 100_000
+MAX_CART_BYTES_PER_SHOP = 256 * 1024 * 1024
+# What a cart costs beyond its keys' MEMORY USAGE and its token: the keys' own entries (name, TTL)
+# and its entries in the shop's index and sizes hash. Measured: a typical cart's keys report 400
+# bytes, and used_memory grows ~670 bytes per cart; 400 + 200 + twice a 32-byte token matches it.
+CART_OVERHEAD_BYTES = 200
+# Carts evicted (or expired entries dropped from the index) per post, at most. One post adds at most
+# one cart, but up to ~224 KiB (a 64 KiB cookie), while the least recent carts may be small: 128
+# frees at least ~40 KiB even of the smallest carts (~350 bytes counted), so the bytes cap is
+# overshot only while small carts make way for large ones (at most ~140 MiB, when 100,000 tiny carts
+# give way to maximal ones), and each post stays cheap.
+EVICTIONS_PER_POST = 128
 IGNORED_TTL_SECONDS = 7 * 86_400
 
 
@@ -98,6 +125,16 @@ def attribution_key(shop_id: str, cart_token: str) -> str:
 def attribution_order_key(shop_id: str, cart_token: str) -> str:
     """The recency of each product in the cart's clicks (a sorted set), to keep the newest when full."""
     return f"{PREFIX}attrorder:{{{shop_id}}}:{cart_token}"
+
+
+def attribution_carts_key(shop_id: str) -> str:
+    """The shop's stored carts (a sorted set cartToken → last post, µs), to evict the oldest."""
+    return f"{PREFIX}attrcarts:{{{shop_id}}}"
+
+
+def attribution_sizes_key(shop_id: str) -> str:
+    """The size of each of the shop's stored carts (a hash cartToken → bytes; '' → their sum)."""
+    return f"{PREFIX}attrsizes:{{{shop_id}}}"
 
 
 def _count_requests(argv: int, outcome: int | None = None) -> str:
@@ -417,14 +454,24 @@ return {redis.call('ZCARD', KEYS[1]), oldest[2] or false, redis.call('EXISTS', K
   redis.call('ZCARD', KEYS[3]), t[1], t[2]}
 """
 
-# KEYS: attribution hash (productId -> searchLogId), its recency sorted set. ARGV: ttl, cap, then
-# productId/searchLogId pairs, oldest first. Each product posted becomes the newest (a counter, not
-# the clock: no two products tie); past the cap the oldest products go, so a cart never holds more
-# than ``cap`` clicks however often it is posted to. The caller sends at most ``cap`` pairs.
-_PUT_CLICKS = """
+# KEYS: attribution hash (productId -> searchLogId), its recency sorted set, the shop's carts index,
+# the shop's cart sizes. ARGV: ttl, cap, cart token, carts cap, evictions per post, the shop's
+# attribution key and recency key of an empty cart token (what a cart token is appended to), bytes
+# cap, then productId/searchLogId pairs, oldest first. Each product posted becomes the newest (a
+# counter, not the clock: no two products tie); past the cap the oldest products go, so a cart never
+# holds more than ``cap`` clicks however often it is posted to. The caller sends at most ``cap`` pairs.
+# The cart then becomes the shop's newest in the index (the server's clock in µs, kept strictly above
+# the newest entry so that no two carts tie), and its size is recorded: its keys' MEMORY USAGE plus
+# CART_OVERHEAD_BYTES for its entries in these two shop keys; the field '' (never a cart token) holds
+# the sum. Index entries older than the TTL (their carts expired) are dropped, then while the shop
+# has more carts or bytes than its caps the least recently posted carts are deleted, at most ARGV[5]
+# entries in all per post. An evicted cart's keys are not in KEYS (they are only known here): they
+# share the index's ``{shopId}`` hash tag, so on a cluster they are in this script's slot.
+# Scores go through string.format: Lua would print a 16-digit number in %.14g, rounded.
+_PUT_CLICKS = f"""
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 local seq = tonumber(last[2] or 0)
-for i = 3, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   seq = seq + 1
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[2], seq, ARGV[i])
@@ -436,6 +483,36 @@ if extra > 0 then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
+if newest and tonumber(newest) >= now then now = tonumber(newest) + 1 end
+redis.call('ZADD', KEYS[3], string.format('%.0f', now), ARGV[3])
+local size = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0)
+  + redis.call('MEMORY', 'USAGE', KEYS[2], 'SAMPLES', 0) + {CART_OVERHEAD_BYTES} + 2 * #ARGV[3]
+local total = redis.call('HINCRBY', KEYS[4], '', size - tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or 0))
+redis.call('HSET', KEYS[4], ARGV[3], size)
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+local function forget(cart)
+  total = redis.call('HINCRBY', KEYS[4], '', -tonumber(redis.call('HGET', KEYS[4], cart) or 0))
+  redis.call('HDEL', KEYS[4], cart)
+  redis.call('ZREM', KEYS[3], cart)
+end
+local budget = tonumber(ARGV[5])
+local cutoff = string.format('(%.0f', now - tonumber(ARGV[1]) * 1000000)
+for _, cart in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', cutoff, 'LIMIT', 0, budget)) do
+  forget(cart)
+  budget = budget - 1
+end
+if budget > 0 then
+  for _, cart in ipairs(redis.call('ZRANGE', KEYS[3], 0, budget - 1)) do
+    local over = redis.call('ZCARD', KEYS[3]) > tonumber(ARGV[4]) or total > tonumber(ARGV[8])
+    if cart == ARGV[3] or not over then break end
+    redis.call('DEL', ARGV[6] .. cart, ARGV[7] .. cart)
+    forget(cart)
+  end
+end
 return 1
 """
 
@@ -574,13 +651,23 @@ class _GroupCommit:
 class ConversionStore:
     """Typed operations on the conversion key space."""
 
-    def __init__(self, client: aioredis.Redis, durability: AckDurability | None = None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        durability: AckDurability | None = None,
+        *,
+        max_carts: int = MAX_CARTS_PER_SHOP,
+        max_cart_bytes: int = MAX_CART_BYTES_PER_SHOP,
+    ) -> None:
         """``durability``: what a write waits for before it counts as done (app/store/durability.py):
         a claim before the order is acknowledged to the platform, and the record of a delivery before
         the worker moves on (a record a failover erased would send the order again). The CLI's store
-        has none."""
+        has none. ``max_carts``, ``max_cart_bytes``: the carts of clicks kept per shop, and their
+        measured size (tests lower them)."""
         self.redis = client
         self.durability = durability
+        self.max_carts = max_carts
+        self.max_cart_bytes = max_cart_bytes
         # The steps of every webhook and every delivery go through group commits.
         self._claim = _GroupCommit(client, client.register_script(_CLAIM), durability)
         # Not waited for: a round begun on the old primary only and erased by a failover is begun
@@ -649,11 +736,26 @@ class ConversionStore:
     async def put_clicks(
         self, shop_id: str, cart_token: str, clicks: Mapping[str, str], *, cap: int = MAX_CLICKS_PER_CART
     ) -> None:
-        """Add a cart's clicks, in the mapping's order (oldest first); the newest ``cap`` products stay."""
-        args: list[str | int] = [ATTRIBUTION_TTL_SECONDS, cap]
+        """Add a cart's clicks, in the mapping's order (oldest first); the newest ``cap`` products stay.
+        The cart becomes the shop's most recently posted; past ``max_carts`` the least recent go."""
+        args: list[str | int] = [
+            ATTRIBUTION_TTL_SECONDS,
+            cap,
+            cart_token,
+            self.max_carts,
+            EVICTIONS_PER_POST,
+            attribution_key(shop_id, ""),
+            attribution_order_key(shop_id, ""),
+            self.max_cart_bytes,
+        ]
         for product_id, search_log_id in list(clicks.items())[-cap:]:
             args += [product_id, search_log_id]
-        keys = [attribution_key(shop_id, cart_token), attribution_order_key(shop_id, cart_token)]
+        keys = [
+            attribution_key(shop_id, cart_token),
+            attribution_order_key(shop_id, cart_token),
+            attribution_carts_key(shop_id),
+            attribution_sizes_key(shop_id),
+        ]
         await self._put_clicks(keys=keys, args=args)
 
     # --- delivery ----------------------------------------------------------------------
