@@ -108,6 +108,15 @@ class GatewayCluster(RedisCluster):
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
 
+    async def aclose(self) -> None:
+        """Close every node's connections. redis-py's own ``aclose`` closes nothing while the slot map is
+        marked to be read again (``_initialize``: set after a connection error, by redis-py and by
+        ``send_with_tail``), which left every connection of such a client open."""
+        await super().aclose()
+        await self.nodes_manager.aclose()
+        await self.nodes_manager.aclose("startup_nodes")
+        self._initialize = True  # a later use reads the map again and reconnects
+
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
             raise ClusterUnavailable("shard_hint is not supported in cluster mode")
